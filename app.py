@@ -1,0 +1,196 @@
+"""Composition root: settings, clients and routers, wired once in the lifespan.
+
+`app` is module-level for `uvicorn app:app`; nothing connects until the lifespan starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import ORJSONResponse
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly.fallback import FallbackLibrary
+from assembly.router import router as assemble_router
+from assembly.schemas import AssembleRequest
+from assembly.service import AssemblyService
+from core.errors import install_error_handlers
+from core.limits import BodyLimitMiddleware
+from core.logging import configure_logging
+from core.ops import router as ops_router
+from core.redis import Keys, connect
+from core.settings import ServiceSettings, StoreSettings
+from core.timing import LatencyMiddleware
+from integration.client import ContentfulSource
+from integration.config import ContentfulSettings
+from integration.demo import DemoSource
+from integration.schemas import ContentSource
+from integration.service import LibraryHolder, sync_forever
+from integration.store import ContentStore, SyncLock
+from integration.sync import SyncService
+from segment_sync.store import RedisProfileStore
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    service: ServiceSettings
+    store: StoreSettings
+    contentful: ContentfulSettings
+
+
+class ConfigurationError(SystemExit):
+    """Start-up refused: one line that names the variable to fix."""
+
+
+def load_settings() -> AppSettings:
+    try:
+        return AppSettings(ServiceSettings(), StoreSettings(), ContentfulSettings())
+    except ValidationError as exc:
+        raise ConfigurationError(f"microbridge: configuration error: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    prefix = {
+        "ServiceSettings": "BRIDGE_",
+        "StoreSettings": "REDIS_",
+        "ContentfulSettings": "CONTENTFUL_",
+    }.get(exc.title, "")
+    err = exc.errors()[0]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"]:
+        return f"{prefix}{str(err['loc'][0]).upper()}: {message}"
+    return message
+
+
+@dataclass
+class Runtime:
+    settings: AppSettings
+    redis: Redis
+    embedded: bool
+    keys: Keys
+    content: ContentStore
+    holder: LibraryHolder
+    sync: SyncService
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        library = self.holder.library
+        store_ok = await _ping(self.redis)
+        synced_at = await self.content.synced_at() if store_ok else None
+        detail: dict[str, Any] = {
+            "library": library.summary() if library else None,
+            "store": {"reachable": store_ok, "embedded": self.embedded},
+            "source": self.sync.source_name,
+            "syncAgeSeconds": round(time.time() - synced_at, 1) if synced_at else None,
+        }
+        return library is not None and store_ok, detail
+
+
+async def _ping(redis: Redis) -> bool:
+    try:
+        return bool(await redis.ping())
+    except (RedisError, OSError):
+        return False
+
+
+def content_source(settings: ContentfulSettings) -> ContentSource:
+    if settings.configured:
+        return ContentfulSource(settings)
+    log.info("contentful.demo", detail="CONTENTFUL_SPACE_ID unset: serving the bundled demo space")
+    return DemoSource()
+
+
+def build_runtime(settings: AppSettings) -> Runtime:
+    redis, embedded = connect(settings.store)
+    keys = Keys(settings.store.key_prefix)
+    content = ContentStore(redis, keys)
+    return Runtime(
+        settings=settings,
+        redis=redis,
+        embedded=embedded,
+        keys=keys,
+        content=content,
+        holder=LibraryHolder(content, link_depth=settings.service.link_depth),
+        sync=SyncService(content_source(settings.contentful), content),
+    )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: AppSettings = getattr(app.state, "settings", None) or load_settings()
+    configure_logging(settings.service.log_level, json=settings.service.log_json)
+    runtime = build_runtime(settings)
+    app.state.runtime = runtime
+    app.state.readiness = runtime.readiness
+    app.state.assembly = AssemblyService(
+        runtime.holder, RedisProfileStore(runtime.redis, runtime.keys), FallbackLibrary.load()
+    )
+    interval = settings.contentful.sync_interval_seconds
+    lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=max(60.0, interval * 4))
+    runtime.tasks = [
+        asyncio.create_task(sync_forever(runtime.sync, lock, interval), name="sync"),
+        asyncio.create_task(
+            runtime.holder.watch(runtime.redis, runtime.keys, settings.service.library_poll_seconds),
+            name="library-watch",
+        ),
+    ]
+    log.info("service.started", source=runtime.sync.source_name, embedded_store=runtime.embedded)
+    try:
+        yield
+    finally:
+        for task in runtime.tasks:
+            task.cancel()
+        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await runtime.redis.aclose()
+        log.info("service.stopped")
+
+
+def create_app(settings: AppSettings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Microbridge",
+        version="0.1.0",
+        summary="Personalized micro-content from Contentful, per visitor and page view",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    app.include_router(assemble_router)
+    max_body = settings.service.max_body_bytes if settings else 64 * 1024
+    app.add_middleware(
+        BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024}
+    )
+    app.add_middleware(LatencyMiddleware)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        request = AssembleRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(request.pop("$defs", {}))
+        components["AssembleRequest"] = request
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app = create_app()
+
+if __name__ == "__main__":  # pragma: no cover
+    print("run with: python cli.py serve  (or uvicorn app:app)", file=sys.stderr)

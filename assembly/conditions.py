@@ -1,0 +1,971 @@
+"""GrowthBook's MongoDB-like condition dialect, compiled once into nested closures.
+
+Audience and variant conditions (DESIGN.md section 5) are JSON objects such as
+``{"signals.dwell.sku-1001": {"$gt": 30}, "audiences": {"$in": ["vip"]}}``. They are written in
+the dialect of GrowthBook's ``evalCondition`` and must give the same answers, so this module
+reproduces the JavaScript SDK (``packages/sdk-js/src/mongrule.ts``) including JavaScript's type
+coercions; ``tests/assembly/test_conditions.py`` runs GrowthBook's conformance cases.
+
+Public API
+----------
+``compile_condition(condition, saved_groups=None) -> Condition``
+    Validates and compiles a condition into a plain function ``attributes -> bool``. Compile once
+    (when the content library is built) and call the result on the hot path.
+``eval_condition(attributes, condition, saved_groups=None) -> bool``
+    ``compile_condition(condition, saved_groups)(attributes)``: convenient, but it compiles on every
+    call.
+``padded_version_string(value) -> str``
+    GrowthBook's ``paddedVersionString``; the ``$v...`` operators compare these strings.
+``ConditionError``
+    A ``ValueError`` raised by ``compile_condition`` for structurally unusable input.
+
+Semantics, as GrowthBook's JavaScript SDK
+-----------------------------------------
+* Top-level keys are AND-ed. ``$and``, ``$or`` (empty list: true), ``$nor`` (empty list: false)
+  and ``$not`` combine sub-conditions; every other key is a dotted attribute path (``a.b.c``).
+  A path step into a list accepts an index (``tags.0``) or ``length``; a missing step gives null.
+* A literal value compares with JavaScript coercion: a string condition is ``String(value) ==
+  condition`` (so ``{"id": "123"}`` matches ``123``), a number is ``Number(value) == condition``
+  (so ``{"n": 0}`` matches a missing attribute), a boolean is ``value != null && !!value``, null
+  needs null or missing, and lists or objects compare as ``JSON.stringify`` output.
+* ``$eq``/``$ne`` are strict (``===``): no coercion, and lists or objects are never equal.
+  ``$lt $lte $gt $gte`` use JavaScript's relational comparison (strings compare as strings, all else
+  as numbers; ``null`` is 0, so a missing attribute is ``> -10``; NaN is never ordered).
+* ``$in $nin $ini $nini $inGroup $notInGroup`` test membership (SameValueZero, no coercion); when
+  the attribute is a list they test whether it intersects the expected values. No other operator
+  maps over a list attribute: ``$eq``, ``$gt``, ``$regex``... compare the list itself (as GrowthBook
+  does), use ``$elemMatch`` / ``$all`` / ``$size`` for elements.
+* ``$elemMatch`` skips falsy elements (``0``, ``""``, ``false``, null) as GrowthBook does.
+* ``$regex``/``$regexi`` test ``String(value)`` (a missing attribute is the string ``"null"``)
+  against a JavaScript pattern translated to Python's ``re`` (``\\d``, ``\\w``, ``\\b`` are ASCII,
+  ``\\s`` is JavaScript's whitespace, ``.`` excludes line terminators, ``$`` is end of input,
+  ``(?<name>...)`` named groups). Patterns JavaScript rejects (for example ``(?i)`` or possessive
+  ``a++``) are invalid. Approximations: ``\\D \\W \\S`` inside a ``[...]`` class and case-insensitive
+  matching of non-ASCII letters follow Python. Compiled patterns are cached (LRU).
+* ``$vgt $vgte $vlt $vlte $veq $vne`` compare ``padded_version_string`` of both sides.
+* ``$inGroup``/``$notInGroup`` read ``saved_groups`` once, at compile time (an unknown group is
+  empty). Compile again when saved groups change.
+* Values should be JSON-like: ``dict``/``Mapping`` (object), ``list``/``tuple`` (array), ``str``,
+  ``int``/``float``, ``bool`` and ``None``. Other objects behave like opaque JavaScript objects.
+
+Malformed input: compile-time errors versus false
+-------------------------------------------------
+Where GrowthBook's conformance cases pin a malformed condition to *false*, the compiled function
+returns False, exactly like GrowthBook:
+
+* an unknown operator inside a field (``{"name": {"$regx": "x"}}``; logged once, at compile time),
+* ``$in $nin $ini $nini $all $alli`` whose operand is not a list,
+* a ``$regex``/``$regexi`` pattern that is not a valid JavaScript regular expression.
+
+Input that cannot be evaluated meaningfully (GrowthBook would throw or silently coerce it into an
+unrelated test) raises ``ConditionError`` from ``compile_condition`` instead, with the location of
+the problem (``$and[1].age.$in``):
+
+* a condition, or an element of ``$and``/``$or``/``$nor``, or the operand of ``$not``, that is not an
+  object; ``$and``/``$or``/``$nor`` whose operand is not a list; a non-string key;
+* a field operator used where an attribute path belongs (top level: ``{"$in": [...]}``). Other
+  ``$`` keys stay attribute paths, as in GrowthBook (its ``$groups`` conformance case);
+* operands of the wrong type: ``$elemMatch`` not an object, ``$regex``/``$regexi``/``$type``/
+  ``$inGroup``/``$notInGroup`` not a string, a saved group that is not a list, and condition values
+  that are not JSON (sets, dates, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any, Final
+
+import structlog
+
+__all__ = [
+    "Condition",
+    "ConditionError",
+    "compile_condition",
+    "eval_condition",
+    "padded_version_string",
+]
+
+log = structlog.get_logger()
+
+Condition = Callable[[Mapping[str, Any]], bool]
+_Pred = Callable[[Any], bool]  # a compiled test of one (JSON-like) value
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be compiled; the message says where and why."""
+
+
+def compile_condition(
+    condition: Mapping[str, Any], saved_groups: Mapping[str, list[Any]] | None = None
+) -> Condition:
+    """Compile ``condition`` once into a fast ``attributes -> bool`` function."""
+    return _Compiler(saved_groups or {}).condition(condition, "$")
+
+
+def eval_condition(
+    attributes: Mapping[str, Any],
+    condition: Mapping[str, Any],
+    saved_groups: Mapping[str, list[Any]] | None = None,
+) -> bool:
+    """Evaluate ``condition`` against ``attributes`` (compiles on every call)."""
+    return compile_condition(condition, saved_groups)(attributes)
+
+
+# --------------------------------------------------------------------------------------------
+# JavaScript value semantics over JSON-like Python values
+# --------------------------------------------------------------------------------------------
+
+_ARRAY_TYPES: Final = (list, tuple)
+_NAN: Final = math.nan
+_INF: Final = math.inf
+_MAX_SAFE: Final = 2**53
+_MAX_ARRAY_INDEX: Final = 2**32 - 2
+_JS_SPACE_CHARS: Final = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_DECIMAL_LITERAL: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_RADIX_LITERAL: Final = re.compile(r"0(?:[xX](?P<x>[0-9a-fA-F]+)|[oO](?P<o>[0-7]+)|[bB](?P<b>[01]+))")
+_RADIX_BASES: Final = {"x": 16, "o": 8, "b": 2}
+_INFINITY_LITERALS: Final = {"Infinity": _INF, "+Infinity": _INF, "-Infinity": -_INF}
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, _ARRAY_TYPES)
+
+
+def _is_number(value: Any) -> bool:
+    """``typeof value === "number"`` (a Python bool is an int, but a JavaScript boolean)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _as_double(value: int | float) -> float:
+    """A Python number as the IEEE double JavaScript would hold."""
+    try:
+        return float(value)
+    except OverflowError:
+        return _INF if value > 0 else -_INF
+
+
+def _truthy(value: Any) -> bool:
+    """JavaScript ``!!value``: empty lists and objects are truthy, NaN is falsy."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str):
+        return value != ""
+    if _is_number(value):
+        return value == value and value != 0
+    return True
+
+
+def _number_to_string(value: float) -> str:
+    """JavaScript ``Number.prototype.toString()`` (shortest round-trip digits)."""
+    if value != value:
+        return "NaN"
+    if value in (_INF, -_INF):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "0"
+    if value < 0:
+        return "-" + _number_to_string(-value)
+    if value < _MAX_SAFE and value.is_integer():
+        return str(int(value))
+    digits, point = _shortest_digits(value)
+    return _format_digits(digits, point)
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """Digits ``d1d2...dk`` and exponent ``n`` with value = 0.d1d2...dk * 10**n."""
+    mantissa, _, exponent = repr(value).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    point = len(whole) + int(exponent or 0)
+    significant = digits.lstrip("0")
+    point -= len(digits) - len(significant)
+    return significant.rstrip("0"), point
+
+
+def _format_digits(digits: str, point: int) -> str:
+    """Number::toString's layout rules for ``0.digits * 10**point``."""
+    count = len(digits)
+    if count <= point <= 21:
+        return digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return "0." + "0" * -point + digits
+    exponent = point - 1
+    mantissa = digits if count == 1 else digits[0] + "." + digits[1:]
+    return f"{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
+
+
+def _string_to_number(text: str) -> float:
+    """JavaScript ``Number(text)``: trimmed decimal, 0x/0o/0b literal, Infinity, else NaN."""
+    text = text.strip(_JS_SPACE_CHARS)
+    if not text:
+        return 0.0
+    if _DECIMAL_LITERAL.fullmatch(text):
+        return float(text)
+    radix = _RADIX_LITERAL.fullmatch(text)
+    if radix:
+        ((prefix, digits),) = ((k, v) for k, v in radix.groupdict().items() if v)
+        return _as_double(int(digits, _RADIX_BASES[prefix]))
+    return _INFINITY_LITERALS.get(text, _NAN)
+
+
+def _to_string(value: Any) -> str:
+    """JavaScript ``String(value)`` (arrays join with commas, objects are ``[object Object]``)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _number_to_string(_as_double(value))
+    if _is_array(value):
+        return ",".join("" if item is None else _to_string(item) for item in value)
+    return "[object Object]"
+
+
+def _to_primitive(value: Any) -> Any:
+    """JavaScript ``ToPrimitive``: arrays and objects become strings, primitives stay."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return _to_string(value)
+
+
+def _to_number(value: Any) -> float:
+    """JavaScript ``Number(value)`` (null is 0, booleans are 0/1, objects are NaN)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return _as_double(value)
+    if isinstance(value, str):
+        return _string_to_number(value)
+    if _is_array(value):
+        return _string_to_number(_to_string(value))
+    return _NAN
+
+
+def _js_type(value: Any) -> str:
+    """GrowthBook's ``getType``: null, array, string, number, boolean or object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float):
+        return "number"
+    if _is_array(value):
+        return "array"
+    return "object"
+
+
+def _utf16_less(left: str, right: str) -> bool:
+    """JavaScript ``left < right``: compares UTF-16 code units, not code points."""
+    if left.isascii() or right.isascii():
+        return left < right  # identical order unless both hold non-ASCII characters
+    return left.encode("utf-16-be", "surrogatepass") < right.encode("utf-16-be", "surrogatepass")
+
+
+def _array_index(key: str) -> int | None:
+    """The array index a property key denotes in JavaScript (``"0"``, ``"17"``), else None."""
+    if not key.isdigit() or not key.isascii() or (key[0] == "0" and key != "0"):
+        return None
+    index = int(key)
+    return index if index <= _MAX_ARRAY_INDEX else None
+
+
+def _js_key_order(obj: Mapping[Any, Any]) -> list[Any]:
+    """Property order of a JavaScript object: array indices ascending, then insertion order."""
+    keys = list(obj)
+    indices = [key for key in keys if _array_index(str(key)) is not None]
+    if not indices:
+        return keys
+    indices.sort(key=lambda key: int(str(key)))
+    return indices + [key for key in keys if _array_index(str(key)) is None]
+
+
+def _json_stringify(value: Any) -> str:
+    """``JSON.stringify(value)`` up to string escaping (used only to compare two outputs)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = _as_double(value)
+        return _number_to_string(number) if math.isfinite(number) else "null"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if _is_array(value):
+        return "[" + ",".join(_json_stringify(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        members = (
+            json.dumps(str(key), ensure_ascii=False) + ":" + _json_stringify(value[key])
+            for key in _js_key_order(value)
+        )
+        return "{" + ",".join(members) + "}"
+    return "{}"
+
+
+# --------------------------------------------------------------------------------------------
+# Attribute paths
+# --------------------------------------------------------------------------------------------
+
+
+def _child(current: Any, key: str, index: int | None) -> Any:
+    """One step of GrowthBook's ``getPath`` (``key in current ? current[key] : null``)."""
+    if isinstance(current, Mapping):
+        return current.get(key)
+    if _is_array(current):
+        if index is not None:
+            return current[index] if index < len(current) else None
+        if key == "length":
+            return len(current)
+    return None
+
+
+def _compile_path(path: str) -> Callable[[Any], Any]:
+    """A getter for the dot-separated ``path``; a missing step gives None (null)."""
+    steps = tuple((key, _array_index(key)) for key in path.split("."))
+    if len(steps) == 1:
+        ((key, index),) = steps
+
+        def get_one(obj: Any) -> Any:
+            if type(obj) is dict:
+                return obj.get(key)
+            return _child(obj, key, index)
+
+        return get_one
+
+    def get_path(obj: Any) -> Any:
+        current = obj
+        for key, index in steps:
+            current = current.get(key) if type(current) is dict else _child(current, key, index)
+            if current is None:
+                return None
+        return current
+
+    return get_path
+
+
+# --------------------------------------------------------------------------------------------
+# Versions
+# --------------------------------------------------------------------------------------------
+
+_VERSION_NOISE: Final = re.compile("^v|\\+[^\n\r\u2028\u2029]*\\Z")
+_VERSION_SEPARATOR: Final = re.compile(r"[-.]")
+_ALL_DIGITS: Final = re.compile(r"[0-9]+")
+
+
+def padded_version_string(value: Any) -> str:
+    """GrowthBook's ``paddedVersionString``: a string whose order is the version order.
+
+    ``v`` prefix and ``+build`` suffix are dropped, parts split on ``.`` and ``-``, numeric parts
+    left-padded to 5 characters, and ``~`` appended to plain ``x.y.z`` so that a release sorts after
+    its pre-releases: ``"1.2.3"`` gives ``"    1-    2-    3-~"``. Non-strings count as ``"0"``.
+    """
+    if _is_number(value):
+        value = _number_to_string(_as_double(value))
+    if not isinstance(value, str) or not value:
+        value = "0"
+    return _padded(value)
+
+
+@lru_cache(maxsize=4096)
+def _padded(version: str) -> str:
+    parts = _VERSION_SEPARATOR.split(_VERSION_NOISE.sub("", version))
+    if len(parts) == 3:
+        parts.append("~")
+    return "-".join(part.rjust(5) if _ALL_DIGITS.fullmatch(part) else part for part in parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Regular expressions: JavaScript syntax and semantics on Python's re
+# --------------------------------------------------------------------------------------------
+
+
+class _NotJavaScript(Exception):
+    """The pattern is not a valid JavaScript regular expression (or has no translation)."""
+
+
+_WORD: Final = "A-Za-z0-9_"
+_SPACE: Final = r"\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_ESCAPES: Final = {
+    "d": "[0-9]",
+    "D": "[^0-9]",
+    "w": f"[{_WORD}]",
+    "W": f"[^{_WORD}]",
+    "s": f"[{_SPACE}]",
+    "S": f"[^{_SPACE}]",
+    "b": f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))",
+    "B": f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))",
+    "f": r"\f",
+    "n": r"\n",
+    "r": r"\r",
+    "t": r"\t",
+    "v": r"\x0b",
+}
+_CLASS_ESCAPES: Final = {
+    **{k: v for k, v in _ESCAPES.items() if k in "fnrtv"},
+    "d": "0-9",
+    "w": _WORD,
+    "s": _SPACE,
+    "D": r"\D",
+    "W": r"\W",
+    "S": r"\S",
+    "b": r"\x08",
+}
+_ANY_BUT_LINE_END: Final = r"[^\n\r\u2028\u2029]"
+_QUANTIFIER_BRACES: Final = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
+_HEX2: Final = re.compile(r"[0-9a-fA-F]{2}")
+_HEX4: Final = re.compile(r"[0-9a-fA-F]{4}")
+_GROUP_NAME: Final = re.compile(r"<([A-Za-z_$][A-Za-z0-9_$]*)>")
+_GROUP_OPENERS: Final = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_CLASS_LITERALS_TO_ESCAPE: Final = frozenset("[&~|")
+
+
+@lru_cache(maxsize=1024)
+def _compile_regex(source: str, insensitive: bool) -> re.Pattern[str] | None:
+    """The compiled JavaScript pattern ``source`` (flag ``i`` if ``insensitive``), or None."""
+    try:
+        return re.compile(_translate_regex(source), re.IGNORECASE if insensitive else 0)
+    except (_NotJavaScript, re.error, OverflowError, RecursionError):
+        return None
+
+
+def _translate_regex(source: str) -> str:
+    """Rewrite a JavaScript (non-unicode mode) pattern into an equivalent Python pattern."""
+    out: list[str] = []
+    i, last = 0, "start"  # last token: "start", "atom", "quantifier" or "lazy"
+    while i < len(source):
+        braces = _QUANTIFIER_BRACES.match(source, i)
+        if braces or source[i] in "*+?":
+            token = braces.group() if braces else source[i]
+            last = _quantifier_state(last, token)
+            out.append(token)
+            i += len(token)
+        else:
+            token, i = _atom(source, i)
+            out.append(token)
+            last = "atom"
+    return "".join(out)
+
+
+def _quantifier_state(last: str, token: str) -> str:
+    """Track quantifiers: ``a*?`` is lazy; ``a*+`` (possessive in Python) is a JS error."""
+    if token == "?" and last == "quantifier":
+        return "lazy"
+    if last in ("quantifier", "lazy"):
+        raise _NotJavaScript("nothing to repeat")
+    return "quantifier"
+
+
+def _atom(source: str, i: int) -> tuple[str, int]:
+    """Translate the token at ``source[i]`` (not a quantifier)."""
+    char = source[i]
+    if char == "\\":
+        return _escape(source, i, _ESCAPES)
+    if char == "[":
+        return _character_class(source, i)
+    if char == "(":
+        return _group_opener(source, i)
+    if char == ".":
+        return _ANY_BUT_LINE_END, i + 1
+    if char == "$":
+        return r"\Z", i + 1
+    if char in "{}]":
+        return "\\" + char, i + 1
+    return char, i + 1
+
+
+def _escape(source: str, i: int, table: Mapping[str, str]) -> tuple[str, int]:
+    """Translate the escape sequence starting with the backslash at ``source[i]``."""
+    if i + 1 >= len(source):
+        raise _NotJavaScript("\\ at end of pattern")
+    char = source[i + 1]
+    if char in table:
+        return table[char], i + 2
+    if char == "c" and i + 2 < len(source) and source[i + 2].isascii() and source[i + 2].isalpha():
+        return f"\\x{ord(source[i + 2]) % 32:02x}", i + 3
+    if char == "x" and _HEX2.match(source, i + 2):
+        return source[i : i + 4], i + 4
+    if char == "u" and _HEX4.match(source, i + 2):
+        return source[i : i + 6], i + 6
+    named = _GROUP_NAME.match(source, i + 2) if char == "k" else None
+    if named and f"(?<{named.group(1)}>" in source:
+        return f"(?P={named.group(1)})", named.end()
+    if char.isdigit():
+        return "\\" + char, i + 2
+    return re.escape(char), i + 2  # identity escape: `\/`, `\-`, and `\e` is a plain "e"
+
+
+def _character_class(source: str, i: int) -> tuple[str, int]:
+    """Translate ``[...]`` starting at ``source[i]``; ``[]`` never matches, ``[^]`` always does."""
+    j = i + 1
+    negated = source.startswith("^", j)
+    j += negated
+    body: list[str] = []
+    while j < len(source) and source[j] != "]":
+        if source[j] == "\\":
+            token, j = _escape(source, j, _CLASS_ESCAPES)
+        else:
+            token, j = source[j], j + 1
+            if token in _CLASS_LITERALS_TO_ESCAPE:
+                token = "\\" + token
+        body.append(token)
+    if j >= len(source):
+        raise _NotJavaScript("unterminated character class")
+    if not body:
+        return ("(?s:.)" if negated else "(?!)"), j + 1
+    return "[" + "^" * negated + "".join(body) + "]", j + 1
+
+
+def _group_opener(source: str, i: int) -> tuple[str, int]:
+    """Translate ``(``, ``(?:``, lookarounds and ``(?<name>``; reject other ``(?`` forms."""
+    if not source.startswith("(?", i):
+        return "(", i + 1
+    for opener in _GROUP_OPENERS:
+        if source.startswith(opener, i):
+            return opener, i + len(opener)
+    named = _GROUP_NAME.match(source, i + 2)
+    if named:
+        return f"(?P<{named.group(1)}>", named.end()
+    raise _NotJavaScript("invalid group")  # inline flags, atomic groups, comments, (?P<...>)
+
+
+# --------------------------------------------------------------------------------------------
+# Membership (Array.prototype.includes, SameValueZero)
+# --------------------------------------------------------------------------------------------
+
+
+class _JsSet:
+    """Membership among JSON primitives without coercion; lists and objects never match."""
+
+    __slots__ = ("_booleans", "_fold", "_has_nan", "_has_null", "_numbers", "_strings")
+
+    def __init__(self, items: Iterable[Any], *, fold: bool = False) -> None:
+        self._fold = fold
+        self._strings: set[str] = set()
+        self._numbers: set[float] = set()
+        self._booleans: set[bool] = set()
+        self._has_null = self._has_nan = False
+        for item in items:
+            self._add(item)
+
+    def _add(self, item: Any) -> None:
+        if item is None:
+            self._has_null = True
+        elif isinstance(item, bool):
+            self._booleans.add(item)
+        elif isinstance(item, str):
+            self._strings.add(item.lower() if self._fold else item)
+        elif _is_number(item):
+            self._numbers.add(item)
+            self._has_nan = self._has_nan or item != item
+
+    def __contains__(self, value: Any) -> bool:
+        if type(value) is str:
+            return (value.lower() if self._fold else value) in self._strings
+        if value is None:
+            return self._has_null
+        if isinstance(value, bool):
+            return value in self._booleans
+        if _is_number(value):
+            return value in self._numbers or (value != value and self._has_nan)
+        return isinstance(value, str) and self.__contains__(str.__str__(value))
+
+    def matches(self, value: Any) -> bool:
+        """GrowthBook's ``isIn``: membership, or intersection when ``value`` is a list."""
+        if _is_array(value):
+            return any(item in self for item in value)
+        return value in self
+
+
+# --------------------------------------------------------------------------------------------
+# Predicate combinators
+# --------------------------------------------------------------------------------------------
+
+
+def _always(_: Any) -> bool:
+    return True
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
+def _all_of(preds: list[_Pred]) -> _Pred:
+    """AND of predicates, specialised for the common small counts."""
+    if _never in preds:
+        return _never
+    preds = [pred for pred in preds if pred is not _always]
+    if not preds:
+        return _always
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        first, second = preds
+        return lambda value: first(value) and second(value)
+    frozen = tuple(preds)
+
+    def all_of(value: Any) -> bool:
+        for pred in frozen:
+            if not pred(value):
+                return False
+        return True
+
+    return all_of
+
+
+def _any_of(preds: list[_Pred]) -> _Pred:
+    """OR of predicates; an empty list is true (GrowthBook's ``evalOr``)."""
+    if not preds or _always in preds:
+        return _always
+    preds = [pred for pred in preds if pred is not _never]
+    if not preds:
+        return _never
+    if len(preds) == 1:
+        return preds[0]
+    frozen = tuple(preds)
+
+    def any_of(value: Any) -> bool:
+        for pred in frozen:
+            if pred(value):
+                return True
+        return False
+
+    return any_of
+
+
+def _negate(pred: _Pred) -> _Pred:
+    if pred is _always:
+        return _never
+    if pred is _never:
+        return _always
+    return lambda value: not pred(value)
+
+
+def _on_path(path: str, check: _Pred) -> _Pred:
+    """Apply ``check`` to the value found at ``path``."""
+    get = _compile_path(path)
+    return lambda obj: check(get(obj))
+
+
+# --------------------------------------------------------------------------------------------
+# Literal comparisons (evalConditionValue without operators)
+# --------------------------------------------------------------------------------------------
+
+
+def _string_equals(expected: str, insensitive: bool) -> _Pred:
+    """``value + "" === expected`` (or both lower-cased)."""
+    if insensitive:
+        folded = expected.lower()
+        return lambda value: _to_string(value).lower() == folded
+    return lambda value: value == expected if type(value) is str else _to_string(value) == expected
+
+
+def _number_equals(expected: int | float) -> _Pred:
+    """``value * 1 === expected``."""
+    target = _as_double(expected)
+    if target != target:
+        return _never
+
+    def number_equals(value: Any) -> bool:
+        kind = type(value)
+        if kind is int or kind is float:
+            return bool(value == target)
+        return _to_number(value) == target
+
+    return number_equals
+
+
+def _boolean_equals(expected: bool) -> _Pred:
+    """``value !== null && !!value === expected``."""
+    return lambda value: value is not None and _truthy(value) is expected
+
+
+def _is_null(value: Any) -> bool:
+    return value is None
+
+
+def _json_equals(expected: Any) -> _Pred:
+    """``JSON.stringify(value) === JSON.stringify(expected)`` for a list or object."""
+    target = _json_stringify(expected)
+    same_kind = _is_array if _is_array(expected) else _is_object
+    return lambda value: same_kind(value) and _json_stringify(value) == target
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _is_operator_object(obj: Mapping[Any, Any]) -> bool:
+    """Non-empty, and every key starts with ``$``."""
+    return bool(obj) and all(isinstance(key, str) and key.startswith("$") for key in obj)
+
+
+# --------------------------------------------------------------------------------------------
+# Operators (evalOperatorCondition)
+# --------------------------------------------------------------------------------------------
+
+
+def _strict_equals(expected: Any) -> _Pred:
+    """``value === expected``: same type and value; lists and objects never (by reference)."""
+    if expected is None:
+        return _is_null
+    if isinstance(expected, bool):
+        return lambda value: isinstance(value, bool) and value is expected
+    if _is_number(expected):
+        return lambda value: _is_number(value) and bool(value == expected)
+    if isinstance(expected, str):
+        return lambda value: isinstance(value, str) and value == expected
+    return _never
+
+
+_NUMBER_ORDER: Final[Mapping[str, Callable[[float, float], bool]]] = {
+    "$lt": operator.lt,
+    "$lte": operator.le,
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+}
+_STRING_ORDER: Final[Mapping[str, Callable[[str, str], bool]]] = {
+    "$lt": _utf16_less,
+    "$lte": lambda left, right: not _utf16_less(right, left),
+    "$gt": lambda left, right: _utf16_less(right, left),
+    "$gte": lambda left, right: not _utf16_less(left, right),
+}
+
+
+def _relational(op: str, expected: Any) -> _Pred:
+    """JavaScript ``value <op> expected``: string order if both are strings, else numeric."""
+    primitive = _to_primitive(expected)
+    if isinstance(primitive, str):
+        return _relational_to_string(op, primitive)
+    number_order = _NUMBER_ORDER[op]
+    target = _to_number(primitive)
+    if target != target:
+        return _never
+
+    def to_number(value: Any) -> bool:
+        kind = type(value)
+        if kind is int or kind is float:
+            return number_order(value, target)
+        return number_order(_to_number(value), target)
+
+    return to_number
+
+
+def _relational_to_string(op: str, expected: str) -> _Pred:
+    number_order, string_order = _NUMBER_ORDER[op], _STRING_ORDER[op]
+    target = _string_to_number(expected)
+
+    def to_string(value: Any) -> bool:
+        primitive = _to_primitive(value)
+        if isinstance(primitive, str):
+            return string_order(primitive, expected)
+        return number_order(_to_number(primitive), target)
+
+    return to_string
+
+
+_VERSION_ORDER: Final[Mapping[str, Callable[[str, str], bool]]] = {
+    "$veq": operator.eq,
+    "$vne": operator.ne,
+    **{"$v" + op[1:]: compare for op, compare in _STRING_ORDER.items()},
+}
+
+
+def _version(op: str, expected: Any) -> _Pred:
+    compare, target = _VERSION_ORDER[op], padded_version_string(expected)
+
+    def version(value: Any) -> bool:
+        padded = _padded(value) if type(value) is str and value else padded_version_string(value)
+        return compare(padded, target)
+
+    return version
+
+
+def _exists(expected: Any) -> _Pred:
+    return _negate(_is_null) if _truthy(expected) else _is_null
+
+
+def _membership(expected: Any, *, fold: bool = False, negate: bool = False) -> _Pred:
+    """``$in``-style: false unless ``expected`` is a list (also for the negated forms)."""
+    if not _is_array(expected):
+        return _never
+    pred = _JsSet(expected, fold=fold).matches
+    return _negate(pred) if negate else pred
+
+
+def _regex(where: str, expected: Any, insensitive: bool) -> _Pred:
+    if not isinstance(expected, str):
+        raise ConditionError(f"{where}: the pattern must be a string, got {_describe(expected)}")
+    pattern = _compile_regex(expected, insensitive)
+    if pattern is None:
+        return _never
+    search = pattern.search
+
+    def regex(value: Any) -> bool:
+        return search(value if type(value) is str else _to_string(value)) is not None
+
+    return regex
+
+
+def _type_is(where: str, expected: Any) -> _Pred:
+    if not isinstance(expected, str):
+        raise ConditionError(f"{where}: $type needs a type name, got {_describe(expected)}")
+    return lambda value: _js_type(value) == expected
+
+
+def _describe(value: Any) -> str:
+    return f"{_js_type(value)} {_json_stringify(value)[:60]}"
+
+
+_LOGICAL_KEYS: Final = frozenset({"$and", "$or", "$nor", "$not"})
+_JSON_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+class _Compiler:
+    """Compiles conditions against one snapshot of saved groups."""
+
+    def __init__(self, saved_groups: Mapping[str, list[Any]]) -> None:
+        self._saved_groups = saved_groups
+        self._operators: dict[str, Callable[[str, Any], _Pred]] = {
+            "$eq": lambda where, arg: _strict_equals(arg),
+            "$ne": lambda where, arg: _negate(_strict_equals(arg)),
+            **{op: self._bind(_relational, op) for op in _NUMBER_ORDER},
+            **{op: self._bind(_version, op) for op in _VERSION_ORDER},
+            "$exists": lambda where, arg: _exists(arg),
+            "$in": lambda where, arg: _membership(arg),
+            "$nin": lambda where, arg: _membership(arg, negate=True),
+            "$ini": lambda where, arg: _membership(arg, fold=True),
+            "$nini": lambda where, arg: _membership(arg, fold=True, negate=True),
+            "$inGroup": lambda where, arg: self._group(where, arg),
+            "$notInGroup": lambda where, arg: _negate(self._group(where, arg)),
+            "$all": lambda where, arg: self._all(where, arg, insensitive=False),
+            "$alli": lambda where, arg: self._all(where, arg, insensitive=True),
+            "$elemMatch": self._elem_match,
+            "$size": self._size,
+            "$not": lambda where, arg: _negate(self.value(arg, where)),
+            "$regex": lambda where, arg: _regex(where, arg, insensitive=False),
+            "$regexi": lambda where, arg: _regex(where, arg, insensitive=True),
+            "$type": _type_is,
+        }
+
+    @staticmethod
+    def _bind(build: Callable[[str, Any], _Pred], op: str) -> Callable[[str, Any], _Pred]:
+        return lambda where, arg: build(op, arg)
+
+    # -- conditions (evalCondition) ----------------------------------------------------------
+
+    def condition(self, condition: Any, where: str) -> _Pred:
+        """An object whose keys are attribute paths or ``$and``/``$or``/``$nor``/``$not``."""
+        if not isinstance(condition, Mapping):
+            raise ConditionError(f"{where}: a condition must be an object, got {_describe(condition)}")
+        return _all_of([self._clause(key, arg, where) for key, arg in condition.items()])
+
+    def _clause(self, key: Any, arg: Any, where: str) -> _Pred:
+        if not isinstance(key, str):
+            raise ConditionError(f"{where}: keys must be strings, got {key!r}")
+        here = key if where == "$" else f"{where}.{key}"
+        if key in _LOGICAL_KEYS:
+            return self._logical(key, arg, here)
+        if key in self._operators:
+            raise ConditionError(f"{here}: operator {key} needs an attribute path before it")
+        return _on_path(key, self.value(arg, here))
+
+    def _logical(self, key: str, arg: Any, where: str) -> _Pred:
+        if key == "$not":
+            return _negate(self.condition(arg, where))
+        if not _is_array(arg):
+            raise ConditionError(f"{where}: {key} needs a list of conditions, got {_describe(arg)}")
+        preds = [self.condition(item, f"{where}[{n}]") for n, item in enumerate(arg)]
+        if key == "$and":
+            return _all_of(preds)
+        return _any_of(preds) if key == "$or" else _negate(_any_of(preds))
+
+    # -- values (evalConditionValue) ---------------------------------------------------------
+
+    def value(self, expected: Any, where: str, insensitive: bool = False) -> _Pred:
+        """A literal to compare with, or an operator object such as ``{"$gt": 3}``."""
+        if isinstance(expected, str):
+            return _string_equals(expected, insensitive)
+        if isinstance(expected, bool):
+            return _boolean_equals(expected)
+        if isinstance(expected, int | float):
+            return _number_equals(expected)
+        if expected is None:
+            return _is_null
+        if isinstance(expected, Mapping) and _is_operator_object(expected):
+            return _all_of([self._operator(op, arg, where) for op, arg in expected.items()])
+        self._check_json(expected, where)
+        return _json_equals(expected)
+
+    def _operator(self, op: str, arg: Any, where: str) -> _Pred:
+        here = f"{where}.{op}"
+        build = self._operators.get(op)
+        if build is None:
+            log.warning("assembly.condition.unknown_operator", operator=op, where=here)
+            return _never  # GrowthBook: "Unknown operator" is false
+        return build(here, arg)
+
+    def _check_json(self, value: Any, where: str) -> None:
+        if _is_array(value):
+            for item in value:
+                self._check_json(item, where)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                self._check_json(item, where)
+        elif not isinstance(value, _JSON_SCALARS):
+            raise ConditionError(f"{where}: {type(value).__name__} is not a JSON value")
+
+    # -- operators that recurse or need context ----------------------------------------------
+
+    def _group(self, where: str, name: Any) -> _Pred:
+        if not isinstance(name, str):
+            raise ConditionError(f"{where}: a saved group id must be a string, got {name!r}")
+        members = self._saved_groups.get(name) or []
+        if not _is_array(members):
+            raise ConditionError(f"{where}: saved group {name!r} is not a list")
+        return _JsSet(members).matches
+
+    def _all(self, where: str, expected: Any, *, insensitive: bool) -> _Pred:
+        if not _is_array(expected):
+            return _never
+        checks = tuple(self.value(item, f"{where}[{n}]", insensitive) for n, item in enumerate(expected))
+
+        def all_match(value: Any) -> bool:
+            if not _is_array(value):
+                return False
+            return all(any(check(item) for item in value) for check in checks)
+
+        return all_match
+
+    def _elem_match(self, where: str, expected: Any) -> _Pred:
+        if not isinstance(expected, Mapping):
+            raise ConditionError(f"{where}: $elemMatch needs an object, got {_describe(expected)}")
+        if _is_operator_object(expected):
+            check = self.value(expected, where)
+        else:
+            check = self.condition(expected, where)
+
+        def elem_match(value: Any) -> bool:
+            if not _is_array(value):
+                return False
+            return any(_truthy(item) and check(item) for item in value)
+
+        return elem_match
+
+    def _size(self, where: str, expected: Any) -> _Pred:
+        check = self.value(expected, where)
+        return lambda value: _is_array(value) and check(len(value))

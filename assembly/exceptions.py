@@ -1,0 +1,25 @@
+"""Errors of the assemble API."""
+
+from __future__ import annotations
+
+from core.errors import BridgeError
+
+
+class AssemblyError(BridgeError):
+    status_code = 422
+
+
+class TemplateNotFound(AssemblyError):
+    status_code = 404
+
+
+class SlotNotFound(AssemblyError):
+    status_code = 404
+
+
+class UnknownLocale(AssemblyError):
+    status_code = 422
+
+
+class PreviewUnavailable(AssemblyError):
+    status_code = 422

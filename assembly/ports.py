@@ -1,0 +1,33 @@
+"""What assembly needs from the rest of the system, as small typed interfaces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from integration.library import Library
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What the store knows of a visitor: CDP traits and audiences, consent, signals."""
+
+    traits: Mapping[str, Any] = field(default_factory=dict)
+    audiences: frozenset[str] = frozenset()
+    signals: Mapping[str, Any] = field(default_factory=dict)
+    consent: bool | None = None
+
+
+EMPTY_PROFILE = Profile()
+
+
+class ProfileReader(Protocol):
+    async def read(self, user_id: str | None, anonymous_id: str | None) -> Profile | None:
+        """The merged profile of both ids in one round trip; None when there is none."""
+        ...
+
+
+class LibrarySource(Protocol):
+    @property
+    def library(self) -> Library | None: ...

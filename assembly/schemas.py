@@ -1,0 +1,69 @@
+"""The wire shapes of `POST /v1/assemble`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Key = Field(min_length=1, max_length=200)
+
+
+class UserRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = Field(default=None, min_length=1, max_length=256)
+    anonymousId: str | None = Field(default=None, min_length=1, max_length=256)  # noqa: N815
+
+
+class RequestContext(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    page: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    audiences: list[str] = Field(default_factory=list, max_length=200)
+    consent: bool | None = None
+
+
+class AssembleRequest(BaseModel):
+    """Either `template` or `slots`; everything else optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template: str | None = Field(default=None, min_length=1, max_length=200)
+    slots: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    user: UserRef = UserRef()
+    sessionId: str | None = Field(default=None, min_length=1, max_length=256)  # noqa: N815
+    locale: str | None = Field(default=None, min_length=2, max_length=35)
+    context: RequestContext = RequestContext()
+    preview: bool = False
+
+    @model_validator(mode="after")
+    def _template_or_slots(self) -> AssembleRequest:
+        if (self.template is None) == (self.slots is None):
+            raise ValueError("give exactly one of 'template' or 'slots'")
+        return self
+
+
+Source = Literal["variant", "experiment", "baseline", "fallback"]
+
+
+class SlotAnswer(BaseModel):
+    """Documentation model of one slot in the answer (the answer itself is pre-encoded)."""
+
+    slot: str
+    variant: str | None
+    source: Source
+    reason: str
+    experiment: dict[str, Any] | None
+    entry: dict[str, Any]
+    style: dict[str, Any]
+
+
+class AssembleResponse(BaseModel):
+    template: str | None
+    locale: str
+    contentVersion: int  # noqa: N815
+    degraded: bool
+    slots: list[SlotAnswer]

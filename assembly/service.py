@@ -1,0 +1,207 @@
+"""`assemble`: from a request to the encoded answer, reading only the snapshot and one profile.
+
+The only outside call is one pipelined Redis read of the visitor's profile. When it fails the
+answer is still complete (request context only) and marked `degraded`; while the store keeps
+failing, a short circuit breaker skips it so page views don't wait on timeouts. When no library
+is live, the bundled fallback library answers, also `degraded`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from assembly.decision import Decision
+from assembly.exceptions import PreviewUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
+from assembly.fallback import FallbackLibrary
+from assembly.ports import LibrarySource, Profile, ProfileReader
+from assembly.rules import decide
+from assembly.schemas import AssembleRequest
+from assembly.visitor import build_visitor
+from core import metrics
+from integration.library import Library
+from integration.model import Slot, Template
+
+log = structlog.get_logger()
+
+
+class ProfileBreaker:
+    """Reads profiles; after a store failure, skips the store for `open_seconds`."""
+
+    def __init__(self, reader: ProfileReader, *, open_seconds: float = 1.0) -> None:
+        self._reader = reader
+        self._open_seconds = open_seconds
+        self._open_until = 0.0
+
+    async def read(self, request: AssembleRequest) -> tuple[Profile | None, bool]:
+        """The profile, and whether the store answered."""
+        user = request.user
+        if user.id is None and user.anonymousId is None:
+            return None, True
+        if time.monotonic() < self._open_until:
+            return None, False
+        try:
+            return await self._reader.read(user.id, user.anonymousId), True
+        except (RedisError, OSError) as exc:
+            self._open_until = time.monotonic() + self._open_seconds
+            log.warning("assembly.profile_unavailable", error=type(exc).__name__, detail=str(exc))
+            return None, False
+
+
+class AssemblyService:
+    def __init__(
+        self,
+        libraries: LibrarySource,
+        profiles: ProfileReader,
+        fallback: FallbackLibrary,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._libraries = libraries
+        self._profiles = ProfileBreaker(profiles)
+        self._fallback = fallback
+        self._clock = clock
+
+    async def assemble(self, request: AssembleRequest) -> bytes:
+        if request.preview:
+            raise PreviewUnavailable("preview is not available: CONTENTFUL_PREVIEW_TOKEN is unset")
+        library = self._libraries.library
+        if library is None:
+            return self._from_fallback(request, "library not loaded")
+        template, slots = _select(library, request)
+        locale = _locale(library, request.locale)
+        profile, store_ok = await self._profiles.read(request)
+        visitor = build_visitor(request, profile)
+        switch = _switch(library, template)
+        now = self._clock()
+        decisions = [decide(slot, visitor, now, switch) for slot in slots]
+        if template is not None and template.max_personalized is not None:
+            decisions = _cap(decisions, template.max_personalized)
+        if not store_ok:
+            metrics.ASSEMBLE_DEGRADED.labels(cause="store").inc()
+        answers = [_answer(library, s, d, locale) for s, d in zip(slots, decisions, strict=True)]
+        return orjson.dumps(
+            {
+                "template": request.template,
+                "locale": locale,
+                "contentVersion": library.version,
+                "degraded": not store_ok,
+                "slots": answers,
+            }
+        )
+
+    def _from_fallback(self, request: AssembleRequest, cause: str) -> bytes:
+        fallback = self._fallback
+        if request.template is not None:
+            keys: Sequence[str] = fallback.templates.get(request.template, ())
+        else:
+            keys = request.slots or ()
+        answers = []
+        for key in keys:
+            rendered = fallback.slots.get(key)
+            if rendered is not None:
+                answers.append(_slot_json(key, None, "fallback", cause, None, rendered.entry, rendered.style))
+        metrics.FALLBACK_USED.labels(cause=cause).inc()
+        metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
+        metrics.ASSEMBLE_SLOTS.labels(source="fallback").inc(len(answers))
+        log.warning("assembly.fallback_used", cause=cause, template=request.template)
+        return orjson.dumps(
+            {
+                "template": request.template,
+                "locale": fallback.locale,
+                "contentVersion": 0,
+                "degraded": True,
+                "slots": answers,
+            }
+        )
+
+
+def _select(library: Library, request: AssembleRequest) -> tuple[Template | None, tuple[Slot, ...]]:
+    if request.template is not None:
+        template = library.templates.get(request.template)
+        if template is None:
+            raise TemplateNotFound(f"no template with key {request.template!r}")
+        return template, template.slots
+    slots = []
+    for key in request.slots or ():
+        slot = library.slots.get(key)
+        if slot is None:
+            raise SlotNotFound(f"no slot with key {key!r}")
+        slots.append(slot)
+    return None, tuple(slots)
+
+
+def _locale(library: Library, requested: str | None) -> str:
+    if requested is None:
+        return library.default_locale
+    if requested not in library.locales:
+        known = ", ".join(sorted(library.locales))
+        raise UnknownLocale(f"locale {requested!r} is not in the space (known: {known})")
+    return requested
+
+
+def _switch(library: Library, template: Template | None) -> str | None:
+    if library.kill_switch:
+        return "global"
+    if template is not None and template.kill_switch:
+        return f"template {template.key}"
+    return None
+
+
+def _cap(decisions: list[Decision], limit: int) -> list[Decision]:
+    """Keep the first `limit` personalized slots; the rest fall back to their baseline."""
+    kept, capped = 0, []
+    for decision in decisions:
+        if decision.personalized:
+            if kept >= limit:
+                decision = Decision("baseline", f"maxPersonalized {limit} reached")
+            else:
+                kept += 1
+        capped.append(decision)
+    return capped
+
+
+def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> dict[str, Any]:
+    variant = decision.variant
+    rendered = library.render(variant.entry_id if variant else slot.baseline_id, variant, locale)
+    if rendered is None:  # the compiler checked every link; only a racing store change lands here
+        rendered = library.render(slot.baseline_id, None, locale)
+        decision = Decision("baseline", "variant entry unavailable")
+        variant = None
+    metrics.ASSEMBLE_SLOTS.labels(source=decision.source).inc()
+    assert rendered is not None
+    return _slot_json(
+        slot.key,
+        variant.key if variant else None,
+        decision.source,
+        decision.reason,
+        decision.experiment,
+        rendered.entry,
+        rendered.style,
+    )
+
+
+def _slot_json(
+    key: str,
+    variant: str | None,
+    source: str,
+    reason: str,
+    experiment: dict[str, Any] | None,
+    entry: orjson.Fragment,
+    style: orjson.Fragment,
+) -> dict[str, Any]:
+    return {
+        "slot": key,
+        "variant": variant,
+        "source": source,
+        "reason": reason,
+        "experiment": experiment,
+        "entry": entry,
+        "style": style,
+    }

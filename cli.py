@@ -1,0 +1,121 @@
+"""Microbridge command line: serve, sync, fallback export."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+import app as application
+from assembly.fallback import FALLBACK_FILE, export_fallback
+from core.logging import configure_logging
+from integration.library import compile_library
+from integration.sync import SyncProgress
+
+cli = typer.Typer(help="Microbridge: personalized micro-content from Contentful.", no_args_is_help=True)
+fallback_cli = typer.Typer(help="The bundled fallback library.", no_args_is_help=True)
+cli.add_typer(fallback_cli, name="fallback")
+console = Console(stderr=True)
+
+
+def _settings() -> application.AppSettings:
+    try:
+        return application.load_settings()
+    except application.ConfigurationError as exc:
+        console.print(str(exc.code), markup=False)
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default BRIDGE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default BRIDGE_PORT, 8080)."),
+) -> None:
+    """Run the HTTP service."""
+    import uvicorn
+
+    settings = _settings()
+    bind_host = host or settings.service.host
+    bind_port = port or settings.service.port
+    if settings.store.url is None or not settings.contentful.configured:
+        console.print(
+            f"Microbridge on http://{bind_host}:{bind_port}  (demo space, embedded store when "
+            "unconfigured)\nTry:\n  curl -s localhost:%d/v1/assemble -H 'content-type: "
+            "application/json' -d '{\"template\": \"home\", \"user\": {\"anonymousId\": \"a1\"}, "
+            "\"context\": {\"audiences\": [\"cart_abandoners\"]}}'" % bind_port,
+            markup=False,
+        )
+    uvicorn.run(
+        application.create_app(settings),
+        host=bind_host,
+        port=bind_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+@cli.command()
+def sync(full: bool = typer.Option(False, help="Start over and prune what the space lost.")) -> None:
+    """Run one sync now (initial, delta from the stored token, or full) and print a summary."""
+    settings = _settings()
+    configure_logging("warning", json=True)
+    result = asyncio.run(_sync(settings, full))
+    console.print(
+        f"sync {result.mode}: {result.pages} page(s), {result.upserts} upserted, "
+        f"{result.deletions} deleted, {result.pruned} pruned, content version {result.version}, "
+        f"{result.seconds:.2f}s",
+        markup=False,
+    )
+
+
+async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
+    runtime = application.build_runtime(settings)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("syncing", total=None)
+
+            def report(state: SyncProgress) -> None:
+                bar.update(
+                    task,
+                    description=f"{state.mode} sync: page {state.pages}, "
+                    f"{state.upserts} upserted, {state.deletions} deleted",
+                )
+
+            return await runtime.sync.run(full=full, progress=report)
+    finally:
+        await runtime.redis.aclose()
+
+
+@fallback_cli.command("export")
+def fallback_export(
+    output: Path = typer.Option(FALLBACK_FILE, help="Where to write the fallback library."),
+    locale: str | None = typer.Option(None, help="Locale of the fallback content."),
+) -> None:
+    """Sync, compile, and write the baselines as the bundled fallback library."""
+    settings = _settings()
+    configure_logging("warning", json=True)
+    document = asyncio.run(_export(settings, locale))
+    output.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"wrote {len(document['slots'])} slot(s) to {output}", markup=False)
+
+
+async def _export(settings: application.AppSettings, locale: str | None) -> dict[str, object]:
+    runtime = application.build_runtime(settings)
+    try:
+        await runtime.sync.run()
+        library = compile_library(await runtime.content.load(), link_depth=settings.service.link_depth)
+        return export_fallback(library, locale)
+    finally:
+        await runtime.redis.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

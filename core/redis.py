@@ -1,0 +1,86 @@
+"""The Redis connection: a real server when `REDIS_URL` is set, an embedded one otherwise.
+
+Every key lives under one prefix (`REDIS_KEY_PREFIX`, default `mb`); see docs/storage.md.
+Visitor keys carry a hash tag (`{v:<id>}`) so one visitor's keys share a Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.settings import StoreSettings
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names of every key we write, so that docs/storage.md has one place to match."""
+
+    prefix: str = "mb"
+
+    @property
+    def entities(self) -> str:
+        return f"{self.prefix}:content:entities"
+
+    @property
+    def locales(self) -> str:
+        return f"{self.prefix}:content:locales"
+
+    @property
+    def sync_token(self) -> str:
+        return f"{self.prefix}:content:sync_token"
+
+    @property
+    def version(self) -> str:
+        return f"{self.prefix}:content:version"
+
+    @property
+    def synced_at(self) -> str:
+        return f"{self.prefix}:content:synced_at"
+
+    @property
+    def sync_lock(self) -> str:
+        return f"{self.prefix}:content:sync_lock"
+
+    @property
+    def content_channel(self) -> str:
+        return f"{self.prefix}:content:changed"
+
+    def profile(self, visitor_id: str) -> str:
+        return f"{self.prefix}:{{v:{visitor_id}}}:profile"
+
+
+def connect(settings: StoreSettings) -> tuple[Redis, bool]:
+    """Return a client and whether it is the embedded in-process store."""
+    if settings.url is None:
+        import fakeredis
+
+        log.info("store.embedded", detail="REDIS_URL unset: using the in-process embedded store")
+        return fakeredis.FakeAsyncRedis(), True
+    client = Redis.from_url(
+        settings.url,
+        socket_timeout=settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        max_connections=settings.max_connections,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+    )
+    log.info("store.redis", url=_redact(settings.url))
+    return client, False
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a Redis URL before logging it."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,66 @@
+"""Settings shared by every package: the base class, the service and store settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BridgeBaseSettings", "ServiceSettings", "SettingsConfigDict", "StoreSettings"]
+
+
+class BridgeBaseSettings(BaseSettings):
+    """Base for every package's settings: environment first, then `.env`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+
+class ServiceSettings(BridgeBaseSettings):
+    """The service itself (`BRIDGE_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    admin_token: SecretStr | None = None
+    log_level: str = "info"
+    log_json: bool = True
+    link_depth: int = Field(default=2, ge=0, le=10)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    library_poll_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return level
+
+
+class StoreSettings(BridgeBaseSettings):
+    """Redis (`REDIS_URL`, `REDIS_*`); unset URL → in-process embedded store."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
+
+    url: str | None = None
+    key_prefix: str = "mb"
+    socket_timeout: float = Field(default=0.5, gt=0)
+    connect_timeout: float = Field(default=0.5, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _plain_prefix(cls, value: str) -> str:
+        if not value or any(c in value for c in "{}: "):
+            raise ValueError("must be non-empty without braces, colons or spaces")
+        return value

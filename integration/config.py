@@ -1,0 +1,50 @@
+"""Contentful settings (`CONTENTFUL_*`)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from core.settings import BridgeBaseSettings, SettingsConfigDict
+
+
+class ContentfulSettings(BridgeBaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONTENTFUL_")
+
+    space_id: str | None = None
+    access_token: SecretStr | None = None
+    environment: str = "master"
+    cda_url: str = "https://cdn.contentful.com"
+    preview_token: SecretStr | None = None
+    preview_url: str = "https://preview.contentful.com"
+    sync_interval_seconds: float = Field(default=30.0, ge=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    max_wait_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("cda_url", "preview_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        if parts.path not in {"", "/"} or parts.query:
+            raise ValueError(f"{value!r} must be a base URL without path or query")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials_together(self) -> ContentfulSettings:
+        if self.space_id and self.access_token is None:
+            raise ValueError(
+                "CONTENTFUL_ACCESS_TOKEN is required when CONTENTFUL_SPACE_ID is set"
+            )
+        if self.access_token is not None and not self.space_id:
+            raise ValueError(
+                "CONTENTFUL_SPACE_ID is required when CONTENTFUL_ACCESS_TOKEN is set"
+            )
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.space_id)
