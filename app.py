@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import ORJSONResponse
+from core.responses import OrjsonResponse
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -164,7 +164,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Personalized micro-content from Contentful, per visitor and page view",
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
+        default_response_class=OrjsonResponse,
     )
     app.state.settings = settings
     install_error_handlers(app)

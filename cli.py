@@ -20,7 +20,7 @@ from integration.sync import SyncProgress
 cli = typer.Typer(help="Microbridge: personalized micro-content from Contentful.", no_args_is_help=True)
 fallback_cli = typer.Typer(help="The bundled fallback library.", no_args_is_help=True)
 cli.add_typer(fallback_cli, name="fallback")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> application.AppSettings:

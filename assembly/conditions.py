@@ -40,8 +40,8 @@ Semantics, as GrowthBook's JavaScript SDK
   against a JavaScript pattern translated to Python's ``re`` (``\\d``, ``\\w``, ``\\b`` are ASCII,
   ``\\s`` is JavaScript's whitespace, ``.`` excludes line terminators, ``$`` is end of input,
   ``(?<name>...)`` named groups). Patterns JavaScript rejects (for example ``(?i)`` or possessive
-  ``a++``) are invalid. Approximations: ``\\D \\W \\S`` inside a ``[...]`` class and case-insensitive
-  matching of non-ASCII letters follow Python. Compiled patterns are cached (LRU).
+  ``a++``) are invalid. Approximations: ``\\D \\W \\S`` inside a ``[...]`` class and
+  case-insensitive matching of non-ASCII letters follow Python. Compiled patterns are cached (LRU).
 * ``$vgt $vgte $vlt $vlte $veq $vne`` compare ``padded_version_string`` of both sides.
 * ``$inGroup``/``$notInGroup`` read ``saved_groups`` once, at compile time (an unknown group is
   empty). Compile again when saved groups change.
@@ -61,7 +61,7 @@ Input that cannot be evaluated meaningfully (GrowthBook would throw or silently 
 unrelated test) raises ``ConditionError`` from ``compile_condition`` instead, with the location of
 the problem (``$and[1].age.$in``):
 
-* a condition, or an element of ``$and``/``$or``/``$nor``, or the operand of ``$not``, that is not an
+* a condition, an element of ``$and``/``$or``/``$nor`` or the operand of ``$not`` that is not an
   object; ``$and``/``$or``/``$nor`` whose operand is not a list; a non-string key;
 * a field operator used where an attribute path belongs (top level: ``{"$in": [...]}``). Other
   ``$`` keys stay attribute paths, as in GrowthBook (its ``$groups`` conformance case);
@@ -130,7 +130,9 @@ _JS_SPACE_CHARS: Final = (
     "\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
 _DECIMAL_LITERAL: Final = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_RADIX_LITERAL: Final = re.compile(r"0(?:[xX](?P<x>[0-9a-fA-F]+)|[oO](?P<o>[0-7]+)|[bB](?P<b>[01]+))")
+_RADIX_LITERAL: Final = re.compile(
+    r"0(?:[xX](?P<x>[0-9a-fA-F]+)|[oO](?P<o>[0-7]+)|[bB](?P<b>[01]+))"
+)
 _RADIX_BASES: Final = {"x": 16, "o": 8, "b": 2}
 _INFINITY_LITERALS: Final = {"Infinity": _INF, "+Infinity": _INF, "-Infinity": -_INF}
 
@@ -159,7 +161,7 @@ def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value != ""
     if _is_number(value):
-        return value == value and value != 0
+        return bool(value == value and value != 0)
     return True
 
 
@@ -619,7 +621,7 @@ def _all_of(preds: list[_Pred]) -> _Pred:
     frozen = tuple(preds)
 
     def all_of(value: Any) -> bool:
-        for pred in frozen:
+        for pred in frozen:  # noqa: SIM110 - a plain loop is faster than all(<generator>)
             if not pred(value):
                 return False
         return True
@@ -639,7 +641,7 @@ def _any_of(preds: list[_Pred]) -> _Pred:
     frozen = tuple(preds)
 
     def any_of(value: Any) -> bool:
-        for pred in frozen:
+        for pred in frozen:  # noqa: SIM110 - a plain loop is faster than any(<generator>)
             if pred(value):
                 return True
         return False
@@ -840,38 +842,15 @@ class _Compiler:
 
     def __init__(self, saved_groups: Mapping[str, list[Any]]) -> None:
         self._saved_groups = saved_groups
-        self._operators: dict[str, Callable[[str, Any], _Pred]] = {
-            "$eq": lambda where, arg: _strict_equals(arg),
-            "$ne": lambda where, arg: _negate(_strict_equals(arg)),
-            **{op: self._bind(_relational, op) for op in _NUMBER_ORDER},
-            **{op: self._bind(_version, op) for op in _VERSION_ORDER},
-            "$exists": lambda where, arg: _exists(arg),
-            "$in": lambda where, arg: _membership(arg),
-            "$nin": lambda where, arg: _membership(arg, negate=True),
-            "$ini": lambda where, arg: _membership(arg, fold=True),
-            "$nini": lambda where, arg: _membership(arg, fold=True, negate=True),
-            "$inGroup": lambda where, arg: self._group(where, arg),
-            "$notInGroup": lambda where, arg: _negate(self._group(where, arg)),
-            "$all": lambda where, arg: self._all(where, arg, insensitive=False),
-            "$alli": lambda where, arg: self._all(where, arg, insensitive=True),
-            "$elemMatch": self._elem_match,
-            "$size": self._size,
-            "$not": lambda where, arg: _negate(self.value(arg, where)),
-            "$regex": lambda where, arg: _regex(where, arg, insensitive=False),
-            "$regexi": lambda where, arg: _regex(where, arg, insensitive=True),
-            "$type": _type_is,
-        }
-
-    @staticmethod
-    def _bind(build: Callable[[str, Any], _Pred], op: str) -> Callable[[str, Any], _Pred]:
-        return lambda where, arg: build(op, arg)
 
     # -- conditions (evalCondition) ----------------------------------------------------------
 
     def condition(self, condition: Any, where: str) -> _Pred:
         """An object whose keys are attribute paths or ``$and``/``$or``/``$nor``/``$not``."""
         if not isinstance(condition, Mapping):
-            raise ConditionError(f"{where}: a condition must be an object, got {_describe(condition)}")
+            raise ConditionError(
+                f"{where}: a condition must be an object, got {_describe(condition)}"
+            )
         return _all_of([self._clause(key, arg, where) for key, arg in condition.items()])
 
     def _clause(self, key: Any, arg: Any, where: str) -> _Pred:
@@ -880,7 +859,7 @@ class _Compiler:
         here = key if where == "$" else f"{where}.{key}"
         if key in _LOGICAL_KEYS:
             return self._logical(key, arg, here)
-        if key in self._operators:
+        if key in _OPERATORS:
             raise ConditionError(f"{here}: operator {key} needs an attribute path before it")
         return _on_path(key, self.value(arg, here))
 
@@ -908,30 +887,21 @@ class _Compiler:
             return _is_null
         if isinstance(expected, Mapping) and _is_operator_object(expected):
             return _all_of([self._operator(op, arg, where) for op, arg in expected.items()])
-        self._check_json(expected, where)
+        _check_json(expected, where)
         return _json_equals(expected)
 
     def _operator(self, op: str, arg: Any, where: str) -> _Pred:
         here = f"{where}.{op}"
-        build = self._operators.get(op)
+        build = _OPERATORS.get(op)
         if build is None:
             log.warning("assembly.condition.unknown_operator", operator=op, where=here)
-            return _never  # GrowthBook: "Unknown operator" is false
-        return build(here, arg)
+            return _never  # GrowthBook: "Unknown operator" evaluates to false
+        return build(self, here, arg)
 
-    def _check_json(self, value: Any, where: str) -> None:
-        if _is_array(value):
-            for item in value:
-                self._check_json(item, where)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                self._check_json(item, where)
-        elif not isinstance(value, _JSON_SCALARS):
-            raise ConditionError(f"{where}: {type(value).__name__} is not a JSON value")
+    # -- operators that recurse or need saved groups -----------------------------------------
 
-    # -- operators that recurse or need context ----------------------------------------------
-
-    def _group(self, where: str, name: Any) -> _Pred:
+    def group(self, where: str, name: Any) -> _Pred:
+        """``$inGroup``: membership in the saved group ``name`` (unknown: empty)."""
         if not isinstance(name, str):
             raise ConditionError(f"{where}: a saved group id must be a string, got {name!r}")
         members = self._saved_groups.get(name) or []
@@ -939,10 +909,13 @@ class _Compiler:
             raise ConditionError(f"{where}: saved group {name!r} is not a list")
         return _JsSet(members).matches
 
-    def _all(self, where: str, expected: Any, *, insensitive: bool) -> _Pred:
+    def all(self, where: str, expected: Any, insensitive: bool) -> _Pred:
+        """``$all``/``$alli``: each expected value matches some element."""
         if not _is_array(expected):
             return _never
-        checks = tuple(self.value(item, f"{where}[{n}]", insensitive) for n, item in enumerate(expected))
+        checks = tuple(
+            self.value(item, f"{where}[{n}]", insensitive) for n, item in enumerate(expected)
+        )
 
         def all_match(value: Any) -> bool:
             if not _is_array(value):
@@ -951,7 +924,8 @@ class _Compiler:
 
         return all_match
 
-    def _elem_match(self, where: str, expected: Any) -> _Pred:
+    def elem_match(self, where: str, expected: Any) -> _Pred:
+        """``$elemMatch``: some truthy element passes an operator object or a condition."""
         if not isinstance(expected, Mapping):
             raise ConditionError(f"{where}: $elemMatch needs an object, got {_describe(expected)}")
         if _is_operator_object(expected):
@@ -966,6 +940,53 @@ class _Compiler:
 
         return elem_match
 
-    def _size(self, where: str, expected: Any) -> _Pred:
+    def size(self, where: str, expected: Any) -> _Pred:
+        """``$size``: the list's length passes ``expected`` (a number or an operator object)."""
         check = self.value(expected, where)
         return lambda value: _is_array(value) and check(len(value))
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Reject condition values JSON cannot express (they would never compare sensibly)."""
+    if _is_array(value):
+        for item in value:
+            _check_json(item, where)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _check_json(item, where)
+    elif not isinstance(value, _JSON_SCALARS):
+        raise ConditionError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+_Builder = Callable[[_Compiler, str, Any], _Pred]  # (compiler, location, operand) -> predicate
+
+
+def _simple(build: Callable[[Any], _Pred]) -> _Builder:
+    return lambda compiler, where, arg: build(arg)
+
+
+def _ordered(build: Callable[[str, Any], _Pred], op: str) -> _Builder:
+    return lambda compiler, where, arg: build(op, arg)
+
+
+_OPERATORS: Final[Mapping[str, _Builder]] = {
+    "$eq": _simple(_strict_equals),
+    "$ne": _simple(lambda arg: _negate(_strict_equals(arg))),
+    **{op: _ordered(_relational, op) for op in _NUMBER_ORDER},
+    **{op: _ordered(_version, op) for op in _VERSION_ORDER},
+    "$exists": _simple(_exists),
+    "$in": _simple(_membership),
+    "$nin": _simple(lambda arg: _membership(arg, negate=True)),
+    "$ini": _simple(lambda arg: _membership(arg, fold=True)),
+    "$nini": _simple(lambda arg: _membership(arg, fold=True, negate=True)),
+    "$inGroup": _Compiler.group,
+    "$notInGroup": lambda compiler, where, arg: _negate(compiler.group(where, arg)),
+    "$all": lambda compiler, where, arg: compiler.all(where, arg, False),
+    "$alli": lambda compiler, where, arg: compiler.all(where, arg, True),
+    "$elemMatch": _Compiler.elem_match,
+    "$size": _Compiler.size,
+    "$not": lambda compiler, where, arg: _negate(compiler.value(arg, where)),
+    "$regex": lambda compiler, where, arg: _regex(where, arg, False),
+    "$regexi": lambda compiler, where, arg: _regex(where, arg, True),
+    "$type": lambda compiler, where, arg: _type_is(where, arg),
+}

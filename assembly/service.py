@@ -66,7 +66,7 @@ class AssemblyService:
         self._libraries = libraries
         self._profiles = ProfileBreaker(profiles)
         self._fallback = fallback
-        self._clock = clock
+        self.clock = clock
 
     async def assemble(self, request: AssembleRequest) -> bytes:
         if request.preview:
@@ -79,7 +79,7 @@ class AssemblyService:
         profile, store_ok = await self._profiles.read(request)
         visitor = build_visitor(request, profile)
         switch = _switch(library, template)
-        now = self._clock()
+        now = self.clock()
         decisions = [decide(slot, visitor, now, switch) for slot in slots]
         if template is not None and template.max_personalized is not None:
             decisions = _cap(decisions, template.max_personalized)

@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from core.responses import OrjsonResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,8 +50,8 @@ class ServiceUnavailable(BridgeError):
     status_code = 503
 
 
-def error_response(status: int, error: str, detail: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": error, "detail": detail}, status_code=status)
+def error_response(status: int, error: str, detail: str) -> OrjsonResponse:
+    return OrjsonResponse({"error": error, "detail": detail}, status_code=status)
 
 
 def describe_validation(errors: list[Any]) -> str:
@@ -63,19 +63,19 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
-async def _bridge_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _bridge_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, BridgeError)
     if exc.status_code >= 500:
         log.warning("http.error", error=exc.name, detail=exc.detail)
     return error_response(exc.status_code, exc.name, exc.detail)
 
 
-async def _validation_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, RequestValidationError | ValidationError)
     return error_response(422, "InvalidRequest", describe_validation(list(exc.errors())))
 
 
-async def _http_error(_: Request, exc: Exception) -> ORJSONResponse:
+async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized"}
     return error_response(exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail))

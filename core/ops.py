@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
+
+from core.responses import OrjsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter(tags=["operations"])
@@ -24,10 +26,10 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: library loaded and store reachable",
     responses={503: {"description": "not ready; the body says why"}},
 )
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> OrjsonResponse:
     check: ReadinessCheck = request.app.state.readiness
     ready, detail = await check()
-    return ORJSONResponse(
+    return OrjsonResponse(
         {"status": "ready" if ready else "not ready", **detail}, status_code=200 if ready else 503
     )
 

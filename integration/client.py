@@ -91,7 +91,7 @@ class WaitForServerHint(wait_base):
 
     def __init__(self, *, max_wait: float, fallback: WaitBaseT | None = None) -> None:
         self.max_wait = max_wait
-        self.fallback: WaitBaseT = fallback or wait_exponential_jitter(initial=0.2, max=10)
+        self.fallback: WaitBaseT = fallback or wait_exponential_jitter(multiplier=0.2, max=10)
 
     def __call__(self, retry_state: RetryCallState) -> float:
         hint = server_wait_hint(_exception_of(retry_state))
@@ -103,16 +103,16 @@ class ContentfulSource:
     """`ContentSource` over the CDA: sync pages and locales of one space environment.
 
     `wait` replaces the wait strategy (tests pass `wait_none()`); by default the server's hint is
-    honoured and exponential jitter fills in.
+    honoured and exponential jitter fills in. Safe to share between threads: each call retries
+    with its own copy of the policy.
     """
 
     def __init__(self, settings: ContentfulSettings, *, wait: WaitBaseT | None = None) -> None:
         self._client = _build_client(settings)
+        default_wait = WaitForServerHint(max_wait=settings.max_wait_seconds)
         self._retrying = Retrying(
             retry=retry_if_exception(is_transient),
-            wait=wait
-            if wait is not None
-            else WaitForServerHint(max_wait=settings.max_wait_seconds),
+            wait=wait if wait is not None else default_wait,
             stop=stop_after_attempt(settings.max_attempts),
             reraise=True,
         )
@@ -220,17 +220,26 @@ def _to_locale(item: Any) -> Locale:
 
 
 def _failure(operation: str, exc: Exception, *, attempts: int) -> ContentfulError:
+    """Our error for a failed call: unavailable (transient), rejected (4xx) or plain."""
     status = _status_of(exc)
     error_id, description = _describe(exc)
-    fields: dict[str, Any] = {"upstream_status": status, "error_id": error_id}
     if is_transient(exc):
-        detail = f"Contentful {operation} request failed after {attempts} attempt(s): {description}"
-        return ContentfulUnavailable(detail, **fields)
+        return ContentfulUnavailable(
+            f"Contentful {operation} request failed after {attempts} attempt(s): {description}",
+            upstream_status=status,
+            error_id=error_id,
+        )
     if status is not None and 400 <= status < 500:
         return ContentfulRequestRejected(
-            f"Contentful rejected the {operation} request: {description}", **fields
+            f"Contentful rejected the {operation} request: {description}",
+            upstream_status=status,
+            error_id=error_id,
         )
-    return ContentfulError(f"Contentful {operation} request failed: {description}", **fields)
+    return ContentfulError(
+        f"Contentful {operation} request failed: {description}",
+        upstream_status=status,
+        error_id=error_id,
+    )
 
 
 def _describe(exc: Exception) -> tuple[str | None, str]:

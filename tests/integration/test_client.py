@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import contentful
 import pytest
 import requests
 from contentful.errors import get_error
@@ -141,7 +142,8 @@ class TestSync:
         recorded = reference_items("cda-sync-page-deleted-items.json")[0]
         assert by_id["nyancat"].keys() == recorded.keys()
         assert by_id["nyancat"]["sys"].keys() == recorded["sys"].keys()
-        assert delta.next_sync_token and delta.next_page_token is None
+        assert delta.next_sync_token
+        assert delta.next_page_token is None
 
     def test_delta_without_changes_is_empty_and_keeps_the_token(
         self, source: ContentfulSource
@@ -192,7 +194,7 @@ class TestRetries:
             elapsed = time.monotonic() - started
 
         assert len(page.items) == 14
-        assert elapsed >= 1.0
+        assert 1.0 <= elapsed < 2.0  # waited once, the SDK did not sleep the reset time too
         assert len(sync_requests(fake)) == 2
         retry = [e for e in logs if e["event"] == "contentful.request.retry"]
         assert retry == [
@@ -295,6 +297,21 @@ class TestRejections:
         assert caught.value.status_code == 502
         assert len(fake.requests) == 1
 
+    @pytest.mark.parametrize(
+        "body",
+        [{"sys": {"type": "Array"}, "items": []}, "not an object"],
+        ids=["no next URL", "not an object"],
+    )
+    def test_malformed_sync_response_is_an_error(
+        self, fake: FakeContentful, source: ContentfulSource, body: Any
+    ) -> None:
+        fake.fail_next(200, body=body)
+
+        with pytest.raises(ContentfulError, match="Contentful sent a"):
+            source.fetch_sync_page(None)
+
+        assert len(fake.requests) == 1
+
     def test_unconfigured_settings_are_refused(self) -> None:
         with pytest.raises(ContentfulError, match="not configured"):
             ContentfulSource(ContentfulSettings(space_id=None, access_token=None))
@@ -329,6 +346,47 @@ def http_error(status: int) -> Exception:
 )
 def test_is_transient(exc: Exception, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+CITY_CONTENT_TYPE = {  # contentful/contentful.py fixtures/client/content_types.yaml, item 0
+    "sys": {
+        "space": {"sys": {"type": "Link", "linkType": "Space", "id": "cfexampleapi"}},
+        "id": "1t9IbcfdCk6m04uISSsaIK",
+        "type": "ContentType",
+        "createdAt": "2014-02-21T13:42:33.009Z",
+        "updatedAt": "2014-02-21T13:42:33.009Z",
+        "revision": 1,
+    },
+    "displayField": "name",
+    "name": "City",
+    "description": None,
+    "fields": [
+        {"id": "name", "name": "Name", "type": "Text", "localized": False, "required": True},
+        {
+            "id": "center",
+            "name": "Center",
+            "type": "Location",
+            "localized": False,
+            "required": True,
+        },
+    ],
+}
+
+
+def test_fake_serves_content_types_with_query_token_auth() -> None:
+    with FakeContentful(content_types=[CITY_CONTENT_TYPE]) as fake:
+        client = contentful.Client(
+            fake.space_id,
+            fake.token,
+            api_url=fake.url.removeprefix("http://"),
+            https=False,
+            authorization_as_header=False,
+            content_type_cache=False,
+        )
+        content_types = client.content_types()
+
+    assert [(ct.id, ct.name) for ct in content_types] == [("1t9IbcfdCk6m04uISSsaIK", "City")]
+    assert fake.requests[0][1]["access_token"] == fake.token
 
 
 def test_source_is_named_contentful(source: ContentfulSource) -> None:
