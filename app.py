@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from core.responses import OrjsonResponse
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,6 +28,7 @@ from core.limits import BodyLimitMiddleware
 from core.logging import configure_logging
 from core.ops import router as ops_router
 from core.redis import Keys, connect
+from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings
 from core.timing import LatencyMiddleware
 from integration.client import ContentfulSource
@@ -143,7 +142,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime.tasks = [
         asyncio.create_task(sync_forever(runtime.sync, lock, interval), name="sync"),
         asyncio.create_task(
-            runtime.holder.watch(runtime.redis, runtime.keys, settings.service.library_poll_seconds),
+            runtime.holder.watch(
+                runtime.redis, runtime.keys, settings.service.library_poll_seconds
+            ),
             name="library-watch",
         ),
     ]
@@ -151,11 +152,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in runtime.tasks:
-            task.cancel()
-        await asyncio.gather(*runtime.tasks, return_exceptions=True)
+        await stop_tasks(runtime.tasks)
         await runtime.redis.aclose()
         log.info("service.stopped")
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = 20) -> None:
+    """Cancel background tasks until they end.
+
+    A cancel that lands inside a Redis read with a socket timeout can be turned into a
+    timeout and retried by redis-py, so one cancel is not always enough.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.25)
+    log.error("service.tasks_stuck", tasks=[t.get_name() for t in pending])
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -171,9 +186,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(assemble_router)
     max_body = settings.service.max_body_bytes if settings else 64 * 1024
-    app.add_middleware(
-        BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024}
-    )
+    app.add_middleware(BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024})
     app.add_middleware(LatencyMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -191,6 +204,3 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 app = create_app()
-
-if __name__ == "__main__":  # pragma: no cover
-    print("run with: python cli.py serve  (or uvicorn app:app)", file=sys.stderr)

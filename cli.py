@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -17,7 +18,9 @@ from core.logging import configure_logging
 from integration.library import compile_library
 from integration.sync import SyncProgress
 
-cli = typer.Typer(help="Microbridge: personalized micro-content from Contentful.", no_args_is_help=True)
+cli = typer.Typer(
+    help="Microbridge: personalized micro-content from Contentful.", no_args_is_help=True
+)
 fallback_cli = typer.Typer(help="The bundled fallback library.", no_args_is_help=True)
 cli.add_typer(fallback_cli, name="fallback")
 console = Console(stderr=True, soft_wrap=True)
@@ -33,8 +36,8 @@ def _settings() -> application.AppSettings:
 
 @cli.command()
 def serve(
-    host: str | None = typer.Option(None, help="Bind address (default BRIDGE_HOST)."),
-    port: int | None = typer.Option(None, help="Port (default BRIDGE_PORT, 8080)."),
+    host: Annotated[str | None, typer.Option(help="Bind address (default BRIDGE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default BRIDGE_PORT, 8080).")] = None,
 ) -> None:
     """Run the HTTP service."""
     import uvicorn
@@ -46,8 +49,8 @@ def serve(
         console.print(
             f"Microbridge on http://{bind_host}:{bind_port}  (demo space, embedded store when "
             "unconfigured)\nTry:\n  curl -s localhost:%d/v1/assemble -H 'content-type: "
-            "application/json' -d '{\"template\": \"home\", \"user\": {\"anonymousId\": \"a1\"}, "
-            "\"context\": {\"audiences\": [\"cart_abandoners\"]}}'" % bind_port,
+            'application/json\' -d \'{"template": "home", "user": {"anonymousId": "a1"}, '
+            '"context": {"audiences": ["cart_abandoners"]}}\'' % bind_port,
             markup=False,
         )
     uvicorn.run(
@@ -62,7 +65,9 @@ def serve(
 
 
 @cli.command()
-def sync(full: bool = typer.Option(False, help="Start over and prune what the space lost.")) -> None:
+def sync(
+    full: bool = typer.Option(False, help="Start over and prune what the space lost."),
+) -> None:
     """Run one sync now (initial, delta from the stored token, or full) and print a summary."""
     settings = _settings()
     configure_logging("warning", json=True)
@@ -96,8 +101,10 @@ async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
 
 @fallback_cli.command("export")
 def fallback_export(
-    output: Path = typer.Option(FALLBACK_FILE, help="Where to write the fallback library."),
-    locale: str | None = typer.Option(None, help="Locale of the fallback content."),
+    output: Annotated[
+        Path, typer.Option(help="Where to write the fallback library.")
+    ] = FALLBACK_FILE,
+    locale: Annotated[str | None, typer.Option(help="Locale of the fallback content.")] = None,
 ) -> None:
     """Sync, compile, and write the baselines as the bundled fallback library."""
     settings = _settings()
@@ -107,11 +114,13 @@ def fallback_export(
     console.print(f"wrote {len(document['slots'])} slot(s) to {output}", markup=False)
 
 
-async def _export(settings: application.AppSettings, locale: str | None) -> dict[str, object]:
+async def _export(settings: application.AppSettings, locale: str | None) -> dict[str, Any]:
     runtime = application.build_runtime(settings)
     try:
         await runtime.sync.run()
-        library = compile_library(await runtime.content.load(), link_depth=settings.service.link_depth)
+        library = compile_library(
+            await runtime.content.load(), link_depth=settings.service.link_depth
+        )
         return export_fallback(library, locale)
     finally:
         await runtime.redis.aclose()

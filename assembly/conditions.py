@@ -37,11 +37,13 @@ Semantics, as GrowthBook's JavaScript SDK
   does), use ``$elemMatch`` / ``$all`` / ``$size`` for elements.
 * ``$elemMatch`` skips falsy elements (``0``, ``""``, ``false``, null) as GrowthBook does.
 * ``$regex``/``$regexi`` test ``String(value)`` (a missing attribute is the string ``"null"``)
-  against a JavaScript pattern translated to Python's ``re`` (``\\d``, ``\\w``, ``\\b`` are ASCII,
-  ``\\s`` is JavaScript's whitespace, ``.`` excludes line terminators, ``$`` is end of input,
-  ``(?<name>...)`` named groups). Patterns JavaScript rejects (for example ``(?i)`` or possessive
-  ``a++``) are invalid. Approximations: ``\\D \\W \\S`` inside a ``[...]`` class and
-  case-insensitive matching of non-ASCII letters follow Python. Compiled patterns are cached (LRU).
+  against the pattern with JavaScript's syntax and meaning (no ``u`` flag), translated to Python's
+  ``re``: ``\\d \\w \\b`` are ASCII, ``\\s`` is JavaScript's whitespace, ``.`` excludes line
+  terminators, ``$`` is end of input, ``[]``/``[^]``, ``(?<name>...)``, Annex B escapes, and a
+  backreference to a group that has not matched matches empty; matching runs on UTF-16 code units.
+  Patterns JavaScript rejects (``(?i)``, possessive ``a++``...) are invalid. Known differences:
+  with ``$regexi`` Python also folds a few special letters (long s, dotless i, the Kelvin sign,
+  sharp s), and captures are not reset on each repetition of a group. Compiled patterns are cached.
 * ``$vgt $vgte $vlt $vlte $veq $vne`` compare ``padded_version_string`` of both sides.
 * ``$inGroup``/``$notInGroup`` read ``saved_groups`` once, at compile time (an unknown group is
   empty). Compile again when saved groups change.
@@ -76,6 +78,7 @@ import json
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Final
@@ -214,9 +217,8 @@ def _string_to_number(text: str) -> float:
     if _DECIMAL_LITERAL.fullmatch(text):
         return float(text)
     radix = _RADIX_LITERAL.fullmatch(text)
-    if radix:
-        ((prefix, digits),) = ((k, v) for k, v in radix.groupdict().items() if v)
-        return _as_double(int(digits, _RADIX_BASES[prefix]))
+    if radix and radix.lastgroup:  # the named group that matched: "x", "o" or "b"
+        return _as_double(int(radix[radix.lastgroup], _RADIX_BASES[radix.lastgroup]))
     return _INFINITY_LITERALS.get(text, _NAN)
 
 
@@ -336,18 +338,16 @@ def _child(current: Any, key: str, index: int | None) -> Any:
     return None
 
 
-def _compile_path(path: str) -> Callable[[Any], Any]:
-    """A getter for the dot-separated ``path``; a missing step gives None (null)."""
+def _on_path(path: str, check: _Pred) -> _Pred:
+    """Apply ``check`` to the value at the dot-separated ``path`` (None when a step is missing)."""
     steps = tuple((key, _array_index(key)) for key in path.split("."))
-    if len(steps) == 1:
+    if len(steps) == 1:  # the common case, with one call less per evaluation
         ((key, index),) = steps
 
-        def get_one(obj: Any) -> Any:
-            if type(obj) is dict:
-                return obj.get(key)
-            return _child(obj, key, index)
+        def on_key(obj: Any) -> bool:
+            return check(obj.get(key) if type(obj) is dict else _child(obj, key, index))
 
-        return get_one
+        return on_key
 
     def get_path(obj: Any) -> Any:
         current = obj
@@ -357,7 +357,7 @@ def _compile_path(path: str) -> Callable[[Any], Any]:
                 return None
         return current
 
-    return get_path
+    return lambda obj: check(get_path(obj))
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,152 +397,284 @@ def _padded(version: str) -> str:
 
 
 class _NotJavaScript(Exception):
-    """The pattern is not a valid JavaScript regular expression (or has no translation)."""
+    """The pattern is not a valid JavaScript regular expression."""
 
 
-_WORD: Final = "A-Za-z0-9_"
-_SPACE: Final = r"\t\n\x0b\x0c\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_ESCAPES: Final = {
-    "d": "[0-9]",
-    "D": "[^0-9]",
-    "w": f"[{_WORD}]",
-    "W": f"[^{_WORD}]",
-    "s": f"[{_SPACE}]",
-    "S": f"[^{_SPACE}]",
-    "b": f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))",
-    "B": f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))",
+def _class_body(ranges: Iterable[tuple[int, int]]) -> str:
+    """Inclusive code point ranges as the inside of a Python ``[...]`` class."""
+    return "".join(f"\\U{low:08x}-\\U{high:08x}" for low, high in ranges)
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The code points outside the sorted, disjoint inclusive ``ranges``."""
+    gaps, low = [], 0
+    for start, end in ranges:
+        if start > low:
+            gaps.append((low, start - 1))
+        low = end + 1
+    return [*gaps, (low, sys.maxunicode)]
+
+
+_DIGIT_RANGES: Final = [(0x30, 0x39)]
+_WORD_RANGES: Final = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
+_SPACE_RANGES: Final = sorted(
+    [(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A)]
+    + [(c, c) for c in (0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF)]
+)
+# Inside a class, JavaScript's (ASCII) shorthands; outside, each as a class of its own.
+_CLASS_ESCAPES: Final = {
+    **{k: _class_body(r) for k, r in (("d", _DIGIT_RANGES), ("w", _WORD_RANGES))},
+    **{k: _class_body(_complement(r)) for k, r in (("D", _DIGIT_RANGES), ("W", _WORD_RANGES))},
+    "s": _class_body(_SPACE_RANGES),
+    "S": _class_body(_complement(_SPACE_RANGES)),
     "f": r"\f",
     "n": r"\n",
     "r": r"\r",
     "t": r"\t",
     "v": r"\x0b",
+    "b": r"\x08",  # backspace inside a class
 }
-_CLASS_ESCAPES: Final = {
-    **{k: v for k, v in _ESCAPES.items() if k in "fnrtv"},
-    "d": "0-9",
-    "w": _WORD,
-    "s": _SPACE,
-    "D": r"\D",
-    "W": r"\W",
-    "S": r"\S",
-    "b": r"\x08",
+_SHORTHANDS: Final = frozenset("dDwWsS")
+# JavaScript's shorthand classes are closed under its (non-unicode) case folding, so they match
+# case-sensitively even with the `i` flag; Python's folding would add e.g. the Kelvin sign to \w.
+_WORD_CLASS: Final = f"[{_CLASS_ESCAPES['w']}]"
+_ESCAPES: Final = {
+    **{k: f"(?-i:[{v}])" if k in _SHORTHANDS else v for k, v in _CLASS_ESCAPES.items()},
+    "b": f"(?-i:(?<={_WORD_CLASS})(?!{_WORD_CLASS})|(?<!{_WORD_CLASS})(?={_WORD_CLASS}))",
+    "B": f"(?-i:(?<={_WORD_CLASS})(?={_WORD_CLASS})|(?<!{_WORD_CLASS})(?!{_WORD_CLASS}))",
 }
+_ASSERTION_ESCAPES: Final = (_ESCAPES["b"], _ESCAPES["B"])
 _ANY_BUT_LINE_END: Final = r"[^\n\r\u2028\u2029]"
 _QUANTIFIER_BRACES: Final = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
 _HEX2: Final = re.compile(r"[0-9a-fA-F]{2}")
 _HEX4: Final = re.compile(r"[0-9a-fA-F]{4}")
+_DECIMALS: Final = re.compile(r"[1-9][0-9]*")
+_LEGACY_OCTAL: Final = re.compile(r"[0-3][0-7]{0,2}|[4-7][0-7]?")
 _GROUP_NAME: Final = re.compile(r"<([A-Za-z_$][A-Za-z0-9_$]*)>")
-_GROUP_OPENERS: Final = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
+_CAPTURING_GROUP: Final = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]|\((?!\?)|\(\?<(?![=!])", re.S)
+_NAMED_GROUP: Final = re.compile(r"\(\?<[A-Za-z_$]")
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")
+_SIMPLE_TOKENS: Final = {".": _ANY_BUT_LINE_END, "$": r"\Z", "{": r"\{", "}": r"\}", "]": r"\]"}
+_LOOKBEHINDS: Final = ("(?<=", "(?<!")
+_PLAIN_OPENERS: Final = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
 _CLASS_LITERALS_TO_ESCAPE: Final = frozenset("[&~|")
+
+
+def _surrogate_pair(match: re.Match[str]) -> str:
+    offset = ord(match.group()) - 0x10000
+    return chr(0xD800 | offset >> 10) + chr(0xDC00 | offset & 0x3FF)
+
+
+def _utf16_view(text: str) -> str:
+    """``text`` with characters outside the BMP split into surrogates, as JavaScript sees it."""
+    if text.isascii() or not _ASTRAL.search(text):
+        return text
+    return _ASTRAL.sub(_surrogate_pair, text)
 
 
 @lru_cache(maxsize=1024)
 def _compile_regex(source: str, insensitive: bool) -> re.Pattern[str] | None:
-    """The compiled JavaScript pattern ``source`` (flag ``i`` if ``insensitive``), or None."""
+    """The JavaScript pattern ``source`` (flag ``i`` if ``insensitive``) compiled, or None."""
     try:
-        return re.compile(_translate_regex(source), re.IGNORECASE if insensitive else 0)
+        python = _RegexTranslator(_utf16_view(source)).translate()
+        return re.compile(python, re.IGNORECASE if insensitive else 0)
     except (_NotJavaScript, re.error, OverflowError, RecursionError):
         return None
 
 
-def _translate_regex(source: str) -> str:
-    """Rewrite a JavaScript (non-unicode mode) pattern into an equivalent Python pattern."""
-    out: list[str] = []
-    i, last = 0, "start"  # last token: "start", "atom", "quantifier" or "lazy"
-    while i < len(source):
-        braces = _QUANTIFIER_BRACES.match(source, i)
-        if braces or source[i] in "*+?":
-            token = braces.group() if braces else source[i]
-            last = _quantifier_state(last, token)
+class _RegexTranslator:
+    """Rewrites one JavaScript pattern (no ``u`` flag, Annex B syntax) for Python's ``re``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.pos = 0
+        self.total_groups = len(
+            [m for m in _CAPTURING_GROUP.finditer(source) if m.group()[0] == "("]
+        )
+        self.has_named_groups = bool(_NAMED_GROUP.search(source))
+        self.groups: list[str | None] = []  # names of the groups opened so far, in order
+        self.open: list[int | str] = []  # per open parenthesis: group number, or the opener
+        self.closed: set[int] = set()
+
+    def translate(self) -> str:
+        out: list[str] = []
+        last = "start"  # the previous token: start, atom, assertion, quantifier or lazy
+        while self.pos < len(self.source):
+            braces = _QUANTIFIER_BRACES.match(self.source, self.pos)
+            if braces or self.source[self.pos] in "*+?":
+                token = braces.group() if braces else self.source[self.pos]
+                last = _quantifier_state(last, token)
+                self.pos += len(token)
+            else:
+                token, repeatable = self.atom()
+                last = "atom" if repeatable else "assertion"
             out.append(token)
-            i += len(token)
-        else:
-            token, i = _atom(source, i)
-            out.append(token)
-            last = "atom"
-    return "".join(out)
+        if self.open:
+            raise _NotJavaScript("unterminated group")
+        return "".join(out)
+
+    def atom(self) -> tuple[str, bool]:
+        """Translate the token at ``pos`` (not a quantifier), move past it, and tell whether a
+        quantifier may follow (not after ``^``, ``$``, ``\\b``, ``\\B`` or a lookbehind)."""
+        char = self.source[self.pos]
+        if char == "\\":
+            text = self.escape()
+            return text, text not in _ASSERTION_ESCAPES
+        if char == "[":
+            return self.character_class(), True
+        if char == "(":
+            return self.group_opener(), True
+        self.pos += 1
+        if char == ")":
+            return ")", self.close_group() not in _LOOKBEHINDS
+        return _SIMPLE_TOKENS.get(char, char), char not in "^$"
+
+    def escape(self) -> str:
+        """``\\x`` outside a class: shorthand, backreference, or an escaped character."""
+        if self.pos + 1 >= len(self.source):
+            raise _NotJavaScript("\\ at end of pattern")
+        char = self.source[self.pos + 1]
+        decimals = _DECIMALS.match(self.source, self.pos + 1)
+        if decimals and int(decimals.group()) <= self.total_groups:
+            self.pos = decimals.end()
+            return self.backreference(int(decimals.group()))
+        if char == "k" and self.has_named_groups:
+            return self.named_backreference()
+        if char in _ESCAPES:
+            self.pos += 2
+            return _ESCAPES[char]
+        return self.character_escape(in_class=False)
+
+    def character_escape(self, *, in_class: bool) -> str:
+        """An escape that denotes one character (shared by classes and the outside)."""
+        source, i = self.source, self.pos
+        char = source[i + 1]
+        if char == "c":
+            return self.control_escape(in_class=in_class)
+        for prefix, digits in (("x", _HEX2), ("u", _HEX4)):
+            hex_digits = digits.match(source, i + 2) if char == prefix else None
+            if hex_digits:
+                self.pos = hex_digits.end()
+                return f"\\{prefix}{hex_digits.group()}"
+        octal = _LEGACY_OCTAL.match(source, i + 1)
+        if octal:
+            self.pos = octal.end()
+            return f"\\x{int(octal.group(), 8):02x}"
+        self.pos += 2
+        return re.escape(char)  # identity escape: `\/` is "/", `\e` is "e", `\8` is "8"
+
+    def control_escape(self, *, in_class: bool) -> str:
+        """``\\cX`` is the control character X % 32; without a letter it is a literal ``\\c``."""
+        letter = self.source[self.pos + 2 : self.pos + 3]
+        if letter.isascii() and (
+            letter.isalpha() or (in_class and (letter.isdigit() or letter == "_"))
+        ):
+            self.pos += 3
+            return f"\\x{ord(letter) % 32:02x}"
+        self.pos += 1
+        return r"\\"  # Annex B: the backslash is literal, "c" is read next
+
+    def backreference(self, number: int) -> str:
+        """JavaScript: a group that has not closed yet (or did not match) matches empty."""
+        if number not in self.closed:
+            return "(?:)"
+        return f"(?({number})\\{number})"
+
+    def named_backreference(self) -> str:
+        """``\\k<name>`` (only a backreference when the pattern has named groups)."""
+        named = _GROUP_NAME.match(self.source, self.pos + 2)
+        if not named or f"(?<{named.group(1)}>" not in self.source:
+            raise _NotJavaScript("invalid named reference")
+        self.pos = named.end()
+        name = named.group(1)
+        return self.backreference(self.groups.index(name) + 1) if name in self.groups else "(?:)"
+
+    def character_class(self) -> str:
+        """``[...]``; JavaScript's ``[]`` never matches and ``[^]`` matches anything."""
+        source = self.source
+        self.pos += 1
+        negated = source.startswith("^", self.pos)
+        self.pos += negated
+        members: list[tuple[str, bool]] = []  # (Python text, is a shorthand such as \d)
+        while self.pos < len(source) and source[self.pos] != "]":
+            members.append(self.class_member())
+        if self.pos >= len(source):
+            raise _NotJavaScript("unterminated character class")
+        self.pos += 1
+        return _assemble_class(members, negated)
+
+    def class_member(self) -> tuple[str, bool]:
+        char = self.source[self.pos]
+        if char == "\\":
+            if self.pos + 1 >= len(self.source):
+                raise _NotJavaScript("\\ at end of pattern")
+            letter = self.source[self.pos + 1]
+            if letter in _CLASS_ESCAPES:
+                self.pos += 2
+                return _CLASS_ESCAPES[letter], letter in _SHORTHANDS
+            return self.character_escape(in_class=True), False
+        self.pos += 1
+        return ("\\" + char if char in _CLASS_LITERALS_TO_ESCAPE else char), False
+
+    def group_opener(self) -> str:
+        """``(``, ``(?:``, lookarounds and ``(?<name>``; other ``(?`` forms are not JavaScript."""
+        source = self.source
+        for opener in _PLAIN_OPENERS:
+            if source.startswith(opener, self.pos):
+                self.pos += len(opener)
+                self.open.append(opener)
+                return opener
+        if not source.startswith("(?", self.pos):
+            return self.open_capture(None, self.pos + 1)
+        named = _GROUP_NAME.match(source, self.pos + 2)
+        if not named:
+            raise _NotJavaScript("invalid group")  # inline flags, atomic groups, (?P<...>), ...
+        return self.open_capture(named.group(1), named.end())
+
+    def open_capture(self, name: str | None, end: int) -> str:
+        self.groups.append(name)
+        self.open.append(len(self.groups))
+        self.pos = end
+        return "(" if name is None else f"(?P<{name}>"
+
+    def close_group(self) -> int | str:
+        """Close the innermost group; return its number, or its opener if not capturing."""
+        if not self.open:
+            raise _NotJavaScript("unmatched )")
+        group = self.open.pop()
+        if isinstance(group, int):
+            self.closed.add(group)
+        return group
+
+
+def _assemble_class(members: list[tuple[str, bool]], negated: bool) -> str:
+    """A Python class, or an alternation when shorthands must match case-sensitively."""
+    if not members:
+        return "(?s:.)" if negated else "(?!)"  # JavaScript's [^] and []
+    shorthands = [text for text, is_shorthand in members if is_shorthand]
+    if not shorthands:
+        return "[" + "^" * negated + "".join(text for text, _ in members) + "]"
+    plain = [
+        "\\-" if text == "-" and _next_to_shorthand(members, n) else text
+        for n, (text, is_shorthand) in enumerate(members)
+        if not is_shorthand
+    ]  # Annex B: `[a-\d]` is "a", "-" or a digit, not a range
+    union = f"(?-i:[{''.join(shorthands)}])" + (f"|[{''.join(plain)}]" if plain else "")
+    return f"(?:(?!{union})(?s:.))" if negated else f"(?:{union})"
+
+
+def _next_to_shorthand(members: list[tuple[str, bool]], n: int) -> bool:
+    return any(0 <= m < len(members) and members[m][1] for m in (n - 1, n + 1))
 
 
 def _quantifier_state(last: str, token: str) -> str:
-    """Track quantifiers: ``a*?`` is lazy; ``a*+`` (possessive in Python) is a JS error."""
+    """Only an atom can be repeated: ``a*?`` is lazy, but ``a*+`` (possessive in Python) and
+    ``^*`` are JavaScript errors."""
     if token == "?" and last == "quantifier":
         return "lazy"
-    if last in ("quantifier", "lazy"):
+    if last != "atom":
         raise _NotJavaScript("nothing to repeat")
     return "quantifier"
-
-
-def _atom(source: str, i: int) -> tuple[str, int]:
-    """Translate the token at ``source[i]`` (not a quantifier)."""
-    char = source[i]
-    if char == "\\":
-        return _escape(source, i, _ESCAPES)
-    if char == "[":
-        return _character_class(source, i)
-    if char == "(":
-        return _group_opener(source, i)
-    if char == ".":
-        return _ANY_BUT_LINE_END, i + 1
-    if char == "$":
-        return r"\Z", i + 1
-    if char in "{}]":
-        return "\\" + char, i + 1
-    return char, i + 1
-
-
-def _escape(source: str, i: int, table: Mapping[str, str]) -> tuple[str, int]:
-    """Translate the escape sequence starting with the backslash at ``source[i]``."""
-    if i + 1 >= len(source):
-        raise _NotJavaScript("\\ at end of pattern")
-    char = source[i + 1]
-    if char in table:
-        return table[char], i + 2
-    if char == "c" and i + 2 < len(source) and source[i + 2].isascii() and source[i + 2].isalpha():
-        return f"\\x{ord(source[i + 2]) % 32:02x}", i + 3
-    if char == "x" and _HEX2.match(source, i + 2):
-        return source[i : i + 4], i + 4
-    if char == "u" and _HEX4.match(source, i + 2):
-        return source[i : i + 6], i + 6
-    named = _GROUP_NAME.match(source, i + 2) if char == "k" else None
-    if named and f"(?<{named.group(1)}>" in source:
-        return f"(?P={named.group(1)})", named.end()
-    if char.isdigit():
-        return "\\" + char, i + 2
-    return re.escape(char), i + 2  # identity escape: `\/`, `\-`, and `\e` is a plain "e"
-
-
-def _character_class(source: str, i: int) -> tuple[str, int]:
-    """Translate ``[...]`` starting at ``source[i]``; ``[]`` never matches, ``[^]`` always does."""
-    j = i + 1
-    negated = source.startswith("^", j)
-    j += negated
-    body: list[str] = []
-    while j < len(source) and source[j] != "]":
-        if source[j] == "\\":
-            token, j = _escape(source, j, _CLASS_ESCAPES)
-        else:
-            token, j = source[j], j + 1
-            if token in _CLASS_LITERALS_TO_ESCAPE:
-                token = "\\" + token
-        body.append(token)
-    if j >= len(source):
-        raise _NotJavaScript("unterminated character class")
-    if not body:
-        return ("(?s:.)" if negated else "(?!)"), j + 1
-    return "[" + "^" * negated + "".join(body) + "]", j + 1
-
-
-def _group_opener(source: str, i: int) -> tuple[str, int]:
-    """Translate ``(``, ``(?:``, lookarounds and ``(?<name>``; reject other ``(?`` forms."""
-    if not source.startswith("(?", i):
-        return "(", i + 1
-    for opener in _GROUP_OPENERS:
-        if source.startswith(opener, i):
-            return opener, i + len(opener)
-    named = _GROUP_NAME.match(source, i + 2)
-    if named:
-        return f"(?P<{named.group(1)}>", named.end()
-    raise _NotJavaScript("invalid group")  # inline flags, atomic groups, comments, (?P<...>)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,9 +720,9 @@ class _JsSet:
 
     def matches(self, value: Any) -> bool:
         """GrowthBook's ``isIn``: membership, or intersection when ``value`` is a list."""
-        if _is_array(value):
-            return any(item in self for item in value)
-        return value in self
+        if isinstance(value, _ARRAY_TYPES):
+            return any(map(self.__contains__, value))
+        return self.__contains__(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,12 +787,6 @@ def _negate(pred: _Pred) -> _Pred:
     if pred is _never:
         return _always
     return lambda value: not pred(value)
-
-
-def _on_path(path: str, check: _Pred) -> _Pred:
-    """Apply ``check`` to the value found at ``path``."""
-    get = _compile_path(path)
-    return lambda obj: check(get(obj))
 
 
 # --------------------------------------------------------------------------------------------
@@ -818,7 +944,8 @@ def _regex(where: str, expected: Any, insensitive: bool) -> _Pred:
     search = pattern.search
 
     def regex(value: Any) -> bool:
-        return search(value if type(value) is str else _to_string(value)) is not None
+        text = value if type(value) is str else _to_string(value)
+        return search(_utf16_view(text)) is not None
 
     return regex
 
@@ -830,6 +957,9 @@ def _type_is(where: str, expected: Any) -> _Pred:
 
 
 def _describe(value: Any) -> str:
+    """``array ["a"]`` for JSON values, the Python type name for anything else."""
+    if not isinstance(value, (*_JSON_SCALARS, *_ARRAY_TYPES, Mapping)):
+        return type(value).__name__
     return f"{_js_type(value)} {_json_stringify(value)[:60]}"
 
 

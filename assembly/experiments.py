@@ -8,8 +8,8 @@ outside coverage or the namespace get the baseline and are not counted.
 from __future__ import annotations
 
 from assembly.bucketing import choose_variation, gb_hash, get_bucket_ranges, in_namespace
-from assembly.visitor import Visitor
 from assembly.decision import Decision
+from assembly.visitor import Visitor
 from integration.model import Experiment, Variant
 
 
@@ -46,5 +46,7 @@ def _winner(experiment: Experiment, arms: tuple[Variant, ...]) -> Decision:
     key = experiment.key
     winner = experiment.winner
     if experiment.status == "stopped" and winner is not None and 1 <= winner <= len(arms):
-        return Decision("variant", f"experiment {key} stopped: winner arm {winner}", arms[winner - 1])
+        return Decision(
+            "variant", f"experiment {key} stopped: winner arm {winner}", arms[winner - 1]
+        )
     return Decision("baseline", f"experiment {key} is {experiment.status}")

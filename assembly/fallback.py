@@ -54,4 +54,9 @@ def export_fallback(library: Library, locale: str | None = None) -> dict[str, An
                 "style": orjson.loads(orjson.dumps(rendered.style)),
             }
     templates = {k: [s.key for s in t.slots] for k, t in sorted(library.templates.items())}
-    return {"locale": locale, "contentVersion": library.version, "templates": templates, "slots": slots}
+    return {
+        "locale": locale,
+        "contentVersion": library.version,
+        "templates": templates,
+        "slots": slots,
+    }

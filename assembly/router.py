@@ -14,9 +14,7 @@ router = APIRouter(tags=["assemble"])
 
 _REQUEST_SCHEMA = {
     "required": True,
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/AssembleRequest"}}
-    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AssembleRequest"}}},
 }
 
 

@@ -13,7 +13,7 @@ class UserRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str | None = Field(default=None, min_length=1, max_length=256)
-    anonymousId: str | None = Field(default=None, min_length=1, max_length=256)  # noqa: N815
+    anonymousId: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class RequestContext(BaseModel):
@@ -34,7 +34,7 @@ class AssembleRequest(BaseModel):
     template: str | None = Field(default=None, min_length=1, max_length=200)
     slots: list[str] | None = Field(default=None, min_length=1, max_length=100)
     user: UserRef = UserRef()
-    sessionId: str | None = Field(default=None, min_length=1, max_length=256)  # noqa: N815
+    sessionId: str | None = Field(default=None, min_length=1, max_length=256)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     context: RequestContext = RequestContext()
     preview: bool = False
@@ -64,6 +64,6 @@ class SlotAnswer(BaseModel):
 class AssembleResponse(BaseModel):
     template: str | None
     locale: str
-    contentVersion: int  # noqa: N815
+    contentVersion: int
     degraded: bool
     slots: list[SlotAnswer]

@@ -106,7 +106,9 @@ class AssemblyService:
         for key in keys:
             rendered = fallback.slots.get(key)
             if rendered is not None:
-                answers.append(_slot_json(key, None, "fallback", cause, None, rendered.entry, rendered.style))
+                answers.append(
+                    _slot_json(key, None, "fallback", cause, None, rendered.entry, rendered.style)
+                )
         metrics.FALLBACK_USED.labels(cause=cause).inc()
         metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
         metrics.ASSEMBLE_SLOTS.labels(source="fallback").inc(len(answers))

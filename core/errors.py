@@ -7,9 +7,10 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from core.responses import OrjsonResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.responses import OrjsonResponse
 
 log = structlog.get_logger()
 

@@ -52,7 +52,9 @@ class FieldReader:
             raise ModelError(f"field {name!r} must be text, got {type(value).__name__}")
         return value
 
-    def number(self, name: str, *, low: float | None = None, high: float | None = None) -> float | None:
+    def number(
+        self, name: str, *, low: float | None = None, high: float | None = None
+    ) -> float | None:
         value = self.raw(name)
         if value is None:
             return None

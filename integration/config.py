@@ -36,13 +36,9 @@ class ContentfulSettings(BridgeBaseSettings):
     @model_validator(mode="after")
     def _credentials_together(self) -> ContentfulSettings:
         if self.space_id and self.access_token is None:
-            raise ValueError(
-                "CONTENTFUL_ACCESS_TOKEN is required when CONTENTFUL_SPACE_ID is set"
-            )
+            raise ValueError("CONTENTFUL_ACCESS_TOKEN is required when CONTENTFUL_SPACE_ID is set")
         if self.access_token is not None and not self.space_id:
-            raise ValueError(
-                "CONTENTFUL_SPACE_ID is required when CONTENTFUL_ACCESS_TOKEN is set"
-            )
+            raise ValueError("CONTENTFUL_SPACE_ID is required when CONTENTFUL_ACCESS_TOKEN is set")
         return self
 
     @property

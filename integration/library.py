@@ -253,5 +253,3 @@ def compile_library(content: StoredContent, *, link_depth: int = 2) -> Library:
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return library
-
-

@@ -31,6 +31,7 @@ class LibraryHolder:
         self._link_depth = link_depth
         self._lock = asyncio.Lock()
         self.library: Library | None = None
+        self.loaded = asyncio.Event()
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Recompile when the stored version differs from the live one; True when swapped."""
@@ -42,10 +43,9 @@ class LibraryHolder:
             if version == 0:
                 return False
             content = await self._store.load()
-            library = await asyncio.to_thread(
-                compile_library, content, link_depth=self._link_depth
-            )
+            library = await asyncio.to_thread(compile_library, content, link_depth=self._link_depth)
             self.library = library
+            self.loaded.set()
             metrics.CONTENT_VERSION.set(library.version)
             metrics.LIBRARY_ISSUES.set(len(library.issues))
             return True
@@ -56,6 +56,7 @@ class LibraryHolder:
             try:
                 await self._listen(redis, keys, poll_seconds)
             except (RedisError, OSError) as exc:
+                _reraise_if_cancelling(exc)
                 log.warning("library.watch_failed", error=str(exc))
                 await asyncio.sleep(poll_seconds)
 
@@ -73,7 +74,14 @@ class LibraryHolder:
                 await self.refresh()
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _reraise_if_cancelling(exc: BaseException) -> None:
+    """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
 
 
 async def _drain(pubsub: object) -> None:
@@ -93,6 +101,7 @@ async def sync_forever(
         try:
             await sync_once_locked(service, lock)
         except (ContentfulError, RedisError, OSError) as exc:
+            _reraise_if_cancelling(exc)
             log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))
         if interval <= 0:
             return

@@ -39,7 +39,7 @@ def encode_locales(locales: list[Locale]) -> bytes:
     )
 
 
-def decode_locales(raw: bytes | None) -> list[Locale]:
+def decode_locales(raw: bytes | str | None) -> list[Locale]:
     if not raw:
         return []
     return [
@@ -152,9 +152,9 @@ class SyncLock:
             try:
                 await pipe.watch(self._key)
                 if _text(await pipe.get(self._key)) != self._owner:
-                    await pipe.unwatch()
+                    await pipe.reset()  # type: ignore[no-untyped-call]
                     return
-                pipe.multi()
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.delete(self._key)
                 await pipe.execute()
             except WatchError:

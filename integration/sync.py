@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from core import metrics
+from integration.exceptions import ContentfulRequestRejected
 from integration.normalize import Changes, normalize_items
 from integration.schemas import ContentSource, Locale, SyncPage
 from integration.store import ContentStore, SyncLock
@@ -44,7 +45,19 @@ class SyncService:
     def source_name(self) -> str:
         return self._source.name
 
-    async def run(self, *, full: bool = False, progress: ProgressCallback | None = None) -> SyncProgress:
+    async def run(
+        self, *, full: bool = False, progress: ProgressCallback | None = None
+    ) -> SyncProgress:
+        """One sync; a delta whose token Contentful rejects (400) becomes a full resync."""
+        try:
+            return await self._run(full=full, progress=progress)
+        except ContentfulRequestRejected as exc:
+            if full or exc.upstream_status != 400:
+                raise
+            log.warning("contentful.sync.token_rejected", detail=str(exc))
+            return await self._run(full=True, progress=progress)
+
+    async def _run(self, *, full: bool, progress: ProgressCallback | None) -> SyncProgress:
         started = time.perf_counter()
         token = None if full else await self._store.sync_token()
         state = SyncProgress(mode="delta" if token else ("full" if full else "initial"))

@@ -45,9 +45,9 @@ class RedisProfileStore:
                 for name in names:
                     pipe.hgetall(name)
                 rows = await pipe.execute()
-        merged: dict[bytes, bytes] = {}
+        merged: dict[Any, Any] = {}
         for row in rows:
-            merged.update(row)
+            merged.update(row)  # the client returns bytes (decode_responses is off)
         return _decode(merged) if merged else None
 
     async def write(
@@ -75,11 +75,13 @@ class RedisProfileStore:
             await self._redis.hset(key, mapping=fields)  # type: ignore[arg-type]
 
 
-def _decode(row: Mapping[bytes, bytes]) -> Profile:
+def _decode(row: Mapping[Any, Any]) -> Profile:
     consent = row.get(b"consent")
     return Profile(
         traits=orjson.loads(row[b"traits"]) if b"traits" in row else {},
-        audiences=frozenset(orjson.loads(row[b"audiences"])) if b"audiences" in row else frozenset(),
+        audiences=frozenset(orjson.loads(row[b"audiences"]))
+        if b"audiences" in row
+        else frozenset(),
         signals=orjson.loads(row[b"signals"]) if b"signals" in row else {},
         consent=None if consent is None else consent == b"1",
     )

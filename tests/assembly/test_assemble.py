@@ -41,11 +41,18 @@ def by_slot(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def test_two_visitors_get_different_content(bridge: Client) -> None:
     _, client = bridge
-    a = by_slot(await assemble(client, user={"anonymousId": "visitor-a"},
-                               context={"audiences": ["cart_abandoners"]}))
-    b = by_slot(await assemble(client, user={"anonymousId": "visitor-b"},
-                               context={"audiences": ["video_lovers"],
-                                        "attributes": {"device": "mobile"}}))
+    a = by_slot(
+        await assemble(
+            client, user={"anonymousId": "visitor-a"}, context={"audiences": ["cart_abandoners"]}
+        )
+    )
+    b = by_slot(
+        await assemble(
+            client,
+            user={"anonymousId": "visitor-b"},
+            context={"audiences": ["video_lovers"], "attributes": {"device": "mobile"}},
+        )
+    )
     assert a["home.hero"]["variant"] == "hero-cart"
     assert a["home.hero"]["reason"] == "audience cart-abandoners"
     assert b["home.hero"]["variant"] == "hero-video"
@@ -61,13 +68,18 @@ async def test_answer_has_every_slot_with_source_and_reason(bridge: Client) -> N
     assert answer["degraded"] is False
     assert answer["contentVersion"] >= 1
     assert [s["slot"] for s in answer["slots"]] == [
-        "home.hero", "home.cta", "home.banner", "home.testimonial", "home.tip",
+        "home.hero",
+        "home.cta",
+        "home.banner",
+        "home.testimonial",
+        "home.tip",
         "home.recommendation",
     ]
     for slot in answer["slots"]:
         assert slot["source"] in {"variant", "experiment", "baseline"}
         assert slot["reason"]
-        assert slot["entry"]["id"] and slot["entry"]["contentType"]
+        assert slot["entry"]["id"]
+        assert slot["entry"]["contentType"]
 
 
 async def test_linked_asset_is_resolved_in_fields(bridge: Client) -> None:

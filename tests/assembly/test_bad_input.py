@@ -19,7 +19,7 @@ async def client(redis: Redis, redis_server: RedisServer) -> AsyncIterator[httpx
         yield client
 
 
-async def snapshot(redis: Redis) -> dict[bytes, Any]:
+async def snapshot(redis: Redis) -> dict[Any, Any]:
     return {key: await redis.dump(key) for key in sorted(await redis.keys("*"))}
 
 
@@ -32,8 +32,12 @@ async def snapshot(redis: Redis) -> dict[bytes, Any]:
         (b'{"template": "home", "slots": ["home.hero"]}', 422, "InvalidRequest", "exactly one"),
         (b"{}", 422, "InvalidRequest", "exactly one"),
         (b'{"template": "home", "user": {"id": 7}}', 422, "InvalidRequest", "user.id"),
-        (b'{"template": "home", "context": {"consent": "maybe"}}', 422, "InvalidRequest",
-         "context.consent"),
+        (
+            b'{"template": "home", "context": {"consent": "maybe"}}',
+            422,
+            "InvalidRequest",
+            "context.consent",
+        ),
         (b'{"template": "home", "surprise": 1}', 422, "InvalidRequest", "surprise"),
         (b'{"template": "home", "locale": "xx-XX"}', 422, "UnknownLocale", "xx-XX"),
         (b'{"template": "nope"}', 404, "TemplateNotFound", "nope"),

@@ -66,7 +66,10 @@ def test_get_bucket_ranges(args: list[Any], expected: list[list[float]]) -> None
 
 @pytest.mark.parametrize(
     ("n", "ranges", "expected"),
-    [pytest.param(n, ranges, expected, id=name) for name, n, ranges, expected in CASES["chooseVariation"]],
+    [
+        pytest.param(n, ranges, expected, id=name)
+        for name, n, ranges, expected in CASES["chooseVariation"]
+    ],
 )
 def test_choose_variation(n: float, ranges: list[Any], expected: int) -> None:
     assert choose_variation(n, [tuple(r) for r in ranges]) == expected

@@ -38,7 +38,9 @@ def test_case_counts() -> None:
     assert {op: len(cases) for op, cases in VERSION_CASES.items()} == {"lt": 15, "gt": 35, "eq": 13}
 
 
-@pytest.mark.parametrize(("condition", "attributes", "expected", "saved_groups"), _eval_condition_cases())
+@pytest.mark.parametrize(
+    ("condition", "attributes", "expected", "saved_groups"), _eval_condition_cases()
+)
 def test_eval_condition_conformance(
     condition: dict[str, Any],
     attributes: dict[str, Any],

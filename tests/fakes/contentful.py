@@ -261,14 +261,12 @@ class FakeContentful:
         body: Any = None,
     ) -> None:
         """Answer the next `count` requests with `status` (recorded body unless `body`)."""
-        for _ in range(count):
-            response = Response(status, error_body(status) if body is None else body, headers or {})
-            self._add_fault(_Fault(response=response))
+        response = Response(status, error_body(status) if body is None else body, headers or {})
+        self._add_faults(_Fault(response=response), count)
 
     def delay_next(self, seconds: float, count: int = 1) -> None:
         """Hold the next `count` requests for `seconds` before answering them normally."""
-        for _ in range(count):
-            self._add_fault(_Fault(delay=seconds))
+        self._add_faults(_Fault(delay=seconds), count)
 
     @property
     def requests(self) -> list[tuple[str, dict[str, str]]]:
@@ -297,9 +295,9 @@ class FakeContentful:
 
     def _serve(self, resource: str, query: dict[str, str]) -> Response:
         if resource == "locales":
-            return _ok(_array(self.locales, limit=1000))
+            return Response(200, _array(self.locales, limit=1000))
         if resource == "content_types":
-            return _ok(_array(self.content_types, limit=100))
+            return Response(200, _array(self.content_types, limit=100))
         return self._sync(query)
 
     def _authorized(self, query: Mapping[str, str], headers: Mapping[str, str]) -> bool:
@@ -319,7 +317,7 @@ class FakeContentful:
                 return _error(400, "Send either initial=true or a sync_token.", "BadRequest")
             if cursor is None:
                 return _error(400, "The sync token you sent is invalid.", error_id="BadRequest")
-            return _ok(self._sync_page(cursor))
+            return Response(200, self._sync_page(cursor))
 
     def _sync_page(self, cursor: _Cursor) -> Item:
         results = self._changes(cursor)
@@ -368,9 +366,9 @@ class FakeContentful:
             return None
         return cursor
 
-    def _add_fault(self, fault: _Fault) -> None:
+    def _add_faults(self, fault: _Fault, count: int) -> None:
         with self._lock:
-            self._faults.append(fault)
+            self._faults.extend([fault] * count)
 
     # -- history --------------------------------------------------------------------------
 
@@ -485,10 +483,6 @@ def _array(items: list[Item], *, limit: int) -> Item:
         "limit": limit,
         "items": copy.deepcopy(items),
     }
-
-
-def _ok(body: Item) -> Response:
-    return Response(200, body)
 
 
 def _error(status: int, message: str | None = None, error_id: str | None = None) -> Response:

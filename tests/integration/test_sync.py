@@ -14,6 +14,7 @@ from core.redis import Keys
 from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
 from integration.exceptions import ContentfulRequestRejected
+from integration.normalize import Changes
 from integration.store import ContentStore, SyncLock
 from integration.sync import SyncService, sync_once_locked
 from tests.fakes.contentful import FakeContentful
@@ -23,7 +24,7 @@ REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" 
 
 def source_for(fake: FakeContentful, token: str | None = None) -> ContentfulSource:
     settings = ContentfulSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         space_id=fake.space_id,
         access_token=token or fake.token,
         environment=fake.environment,
@@ -153,3 +154,13 @@ async def test_only_one_replica_syncs_at_a_time(
     assert skipped is None
     assert done is not None
     assert done.upserts == 14
+
+
+async def test_rejected_sync_token_falls_back_to_a_full_resync(store: ContentStore) -> None:
+    with FakeContentful(pages=[cf_items()]) as fake:
+        await SyncService(source_for(fake), store).run()
+        await store.apply(Changes(), token="expired-or-garbage")
+        result = await SyncService(source_for(fake), store).run()
+    assert result.mode == "full"
+    assert result.upserts == 14
+    assert await store.sync_token() != "expired-or-garbage"

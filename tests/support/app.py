@@ -19,17 +19,12 @@ def make_settings(redis_url: str | None, prefix: str = "mbtest", **contentful: A
     return AppSettings(
         service=ServiceSettings(log_level="warning", library_poll_seconds=0.2),
         store=StoreSettings(url=redis_url, key_prefix=prefix),
-        contentful=ContentfulSettings(_env_file=None, **contentful),  # type: ignore[call-arg]
+        contentful=ContentfulSettings(_env_file=None, **contentful),
     )
 
 
-async def wait_ready(app: FastAPI, timeout: float = 10.0) -> None:
-    runtime = app.state.runtime
-    deadline = asyncio.get_running_loop().time() + timeout
-    while runtime.holder.library is None:
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("library did not load")
-        await asyncio.sleep(0.02)
+async def wait_ready(app: FastAPI) -> None:
+    await asyncio.wait_for(app.state.runtime.holder.loaded.wait(), 10)
 
 
 @asynccontextmanager
