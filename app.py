@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from assembly.fallback import FallbackLibrary
+from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
@@ -131,6 +133,7 @@ def build_runtime(settings: AppSettings) -> Runtime:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: AppSettings = getattr(app.state, "settings", None) or load_settings()
     configure_logging(settings.service.log_level, json=settings.service.log_json)
+    tune_gc()
     runtime = build_runtime(settings)
     app.state.runtime = runtime
     app.state.readiness = runtime.readiness
@@ -155,6 +158,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stop_tasks(runtime.tasks)
         await runtime.redis.aclose()
         log.info("service.stopped")
+
+
+def tune_gc() -> None:
+    """Fewer cyclic collections on the hot path (profiled: ~15% of assemble CPU).
+
+    What is alive at start-up (modules, settings) is frozen out of collections; the young
+    generation threshold goes from 700 to 50,000 allocations. Request objects are freed by
+    reference counting; the compiled library holds no cycles that matter.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = 20) -> None:
@@ -185,6 +200,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router)
     app.include_router(assemble_router)
+    app.router.routes.insert(0, assemble_fast_route)
     max_body = settings.service.max_body_bytes if settings else 64 * 1024
     app.add_middleware(BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024})
     app.add_middleware(LatencyMiddleware)

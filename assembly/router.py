@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.routing import Route
 
 from assembly.schemas import AssembleRequest, AssembleResponse
 from assembly.service import AssemblyService
@@ -23,8 +24,24 @@ def get_assembly(request: Request) -> AssemblyService:
     return service
 
 
-@router.post(
+async def assemble(request: Request) -> Response:
+    body = await request.body()
+    try:
+        parsed = AssembleRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation(list(exc.errors()))) from exc
+    answer = await get_assembly(request).assemble(parsed)
+    return Response(answer, media_type="application/json")
+
+
+# Served by a plain Starlette route: the hot path skips FastAPI's dependency solving (about a
+# tenth of a request's CPU). The APIRouter registration below is what the OpenAPI schema shows.
+fast_route = Route("/v1/assemble", assemble, methods=["POST"])
+
+router.add_api_route(
     "/v1/assemble",
+    assemble,
+    methods=["POST"],
     response_model=AssembleResponse,
     openapi_extra={"requestBody": _REQUEST_SCHEMA},
     responses={
@@ -34,11 +51,3 @@ def get_assembly(request: Request) -> AssemblyService:
     },
     summary="Personalized content for every slot of a page",
 )
-async def assemble(request: Request) -> Response:
-    body = await request.body()
-    try:
-        parsed = AssembleRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise InvalidRequest(describe_validation(list(exc.errors()))) from exc
-    answer = await get_assembly(request).assemble(parsed)
-    return Response(answer, media_type="application/json")

@@ -33,10 +33,10 @@ class AssembleRequest(BaseModel):
 
     template: str | None = Field(default=None, min_length=1, max_length=200)
     slots: list[str] | None = Field(default=None, min_length=1, max_length=100)
-    user: UserRef = UserRef()
+    user: UserRef = Field(default_factory=UserRef)
     sessionId: str | None = Field(default=None, min_length=1, max_length=256)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
-    context: RequestContext = RequestContext()
+    context: RequestContext = Field(default_factory=RequestContext)
     preview: bool = False
 
     @model_validator(mode="after")

@@ -111,7 +111,7 @@ class AssemblyService:
                 )
         metrics.FALLBACK_USED.labels(cause=cause).inc()
         metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
-        metrics.ASSEMBLE_SLOTS.labels(source="fallback").inc(len(answers))
+        metrics.SLOTS_BY_SOURCE["fallback"].inc(len(answers))
         log.warning("assembly.fallback_used", cause=cause, template=request.template)
         return orjson.dumps(
             {
@@ -176,7 +176,7 @@ def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> di
         rendered = library.render(slot.baseline_id, None, locale)
         decision = Decision("baseline", "variant entry unavailable")
         variant = None
-    metrics.ASSEMBLE_SLOTS.labels(source=decision.source).inc()
+    metrics.SLOTS_BY_SOURCE[decision.source].inc()
     assert rendered is not None
     return _slot_json(
         slot.key,

@@ -32,8 +32,11 @@ class BodyLimitMiddleware:
             return
         limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await _reject(send, limit)
+        if declared is not None:
+            if declared > limit:
+                await _reject(send, limit)
+                return
+            await self._app(scope, receive, send)  # the server stops at Content-Length
             return
         await self._app(scope, _counting(receive, limit), send)
 

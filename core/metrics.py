@@ -19,6 +19,10 @@ ASSEMBLE_DEGRADED = Counter(
 FALLBACK_USED = Counter(
     "microbridge_fallback_total", "Answers served from the bundled fallback library", ["cause"]
 )
+SLOTS_BY_SOURCE = {
+    source: ASSEMBLE_SLOTS.labels(source=source)
+    for source in ("variant", "experiment", "baseline", "fallback")
+}
 SYNC_DURATION = Histogram(
     "microbridge_sync_seconds",
     "Duration of one Contentful sync run",

@@ -72,7 +72,6 @@ def connect(settings: StoreSettings) -> tuple[Redis, bool]:
         max_connections=settings.max_connections,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
     )
     log.info("store.redis", url=_redact(settings.url))
     return client, False
