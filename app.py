@@ -136,6 +136,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tune_gc()
     runtime = build_runtime(settings)
     app.state.runtime = runtime
+    admin = settings.service.admin_token
+    app.state.admin_token = admin.get_secret_value() if admin else None
     app.state.readiness = runtime.readiness
     app.state.assembly = AssemblyService(
         runtime.holder, RedisProfileStore(runtime.redis, runtime.keys), FallbackLibrary.load()
