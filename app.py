@@ -86,6 +86,7 @@ class Runtime:
     holder: LibraryHolder
     sync: SyncService
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    first_sync: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         library = self.holder.library
@@ -145,7 +146,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     interval = settings.contentful.sync_interval_seconds
     lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=max(60.0, interval * 4))
     runtime.tasks = [
-        asyncio.create_task(sync_forever(runtime.sync, lock, interval), name="sync"),
+        asyncio.create_task(
+            sync_forever(runtime.sync, lock, interval, attempted=runtime.first_sync), name="sync"
+        ),
         asyncio.create_task(
             runtime.holder.watch(
                 runtime.redis, runtime.keys, settings.service.library_poll_seconds

@@ -92,10 +92,12 @@ async def _drain(pubsub: object) -> None:
 
 
 async def sync_forever(
-    service: SyncService, lock: SyncLock, interval: float, *, first_delay: float = 0.0
+    service: SyncService, lock: SyncLock, interval: float, *, attempted: asyncio.Event
 ) -> None:
-    """One sync now, then one per interval; failures are logged and retried next round."""
-    await asyncio.sleep(first_delay)
+    """One sync now, then one per interval; failures are logged and retried next round.
+
+    `attempted` is set once the first round has ended, whatever its outcome.
+    """
     while True:
         started = time.monotonic()
         try:
@@ -103,6 +105,7 @@ async def sync_forever(
         except (ContentfulError, RedisError, OSError) as exc:
             _reraise_if_cancelling(exc)
             log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))
+        attempted.set()
         if interval <= 0:
             return
         await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))

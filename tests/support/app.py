@@ -24,7 +24,9 @@ def make_settings(redis_url: str | None, prefix: str = "mbtest", **contentful: A
 
 
 async def wait_ready(app: FastAPI) -> None:
-    await asyncio.wait_for(app.state.runtime.holder.loaded.wait(), 10)
+    runtime = app.state.runtime
+    await asyncio.wait_for(runtime.holder.loaded.wait(), 10)
+    await asyncio.wait_for(runtime.first_sync.wait(), 10)
 
 
 @asynccontextmanager
