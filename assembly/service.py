@@ -34,10 +34,17 @@ log = structlog.get_logger()
 class ProfileBreaker:
     """Reads profiles; after a store failure, skips the store for `open_seconds`."""
 
-    def __init__(self, reader: ProfileReader, *, open_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        reader: ProfileReader,
+        *,
+        open_seconds: float = 1.0,
+        on_miss: Callable[[str], None] | None = None,
+    ) -> None:
         self._reader = reader
         self._open_seconds = open_seconds
         self._open_until = 0.0
+        self.on_miss = on_miss
 
     async def read(self, request: AssembleRequest) -> tuple[Profile | None, bool]:
         """The profile, and whether the store answered."""
@@ -47,11 +54,14 @@ class ProfileBreaker:
         if time.monotonic() < self._open_until:
             return None, False
         try:
-            return await self._reader.read(user.id, user.anonymousId), True
+            profile = await self._reader.read(user.id, user.anonymousId)
         except (RedisError, OSError) as exc:
             self._open_until = time.monotonic() + self._open_seconds
             log.warning("assembly.profile_unavailable", error=type(exc).__name__, detail=str(exc))
             return None, False
+        if profile is None and user.id is not None and self.on_miss is not None:
+            self.on_miss(user.id)  # must not block: schedules a background pull
+        return profile, True
 
 
 class AssemblyService:
@@ -64,7 +74,7 @@ class AssemblyService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._libraries = libraries
-        self._profiles = ProfileBreaker(profiles)
+        self.profiles = ProfileBreaker(profiles)
         self._fallback = fallback
         self.clock = clock
 
@@ -76,7 +86,7 @@ class AssemblyService:
             return self._from_fallback(request, "library not loaded")
         template, slots = _select(library, request)
         locale = _locale(library, request.locale)
-        profile, store_ok = await self._profiles.read(request)
+        profile, store_ok = await self.profiles.read(request)
         visitor = build_visitor(request, profile)
         switch = _switch(library, template)
         now = self.clock()
