@@ -16,6 +16,7 @@ import app as application
 from assembly.fallback import FALLBACK_FILE, export_fallback
 from core.logging import configure_logging
 from integration.library import compile_library
+from integration.store import SyncLock
 from integration.sync import SyncProgress
 
 cli = typer.Typer(
@@ -82,10 +83,14 @@ def sync(
 
 async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
     runtime = application.build_runtime(settings)
+    lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=600)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("syncing", total=None)
+            task = bar.add_task("waiting for the sync lock (a replica is syncing)", total=None)
+            while not await lock.acquire():
+                await asyncio.sleep(0.5)
+            bar.update(task, description="syncing")
 
             def report(state: SyncProgress) -> None:
                 bar.update(
@@ -96,6 +101,7 @@ async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
 
             return await runtime.sync.run(full=full, progress=report)
     finally:
+        await lock.release()
         await runtime.redis.aclose()
 
 
