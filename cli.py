@@ -88,7 +88,7 @@ async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
     try:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("waiting for the sync lock (a replica is syncing)", total=None)
-            while not await lock.acquire():
+            while not await lock.acquire():  # noqa: ASYNC110 (a Redis lock: poll it)
                 await asyncio.sleep(0.5)
             bar.update(task, description="syncing")
 
