@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -61,6 +63,18 @@ def load_settings() -> AppSettings:
         return AppSettings(ServiceSettings(), StoreSettings(), ContentfulSettings())
     except ValidationError as exc:
         raise ConfigurationError(f"microbridge: configuration error: {_describe(exc)}") from None
+
+
+def _settings_or_exit() -> AppSettings:
+    """Under a plain `uvicorn app:app`, a bad setting ends the process with its one line.
+
+    (An exception from the lifespan would bury that line in two tracebacks.)
+    """
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        print(exc.code, file=sys.stderr, flush=True)  # noqa: T201
+        os._exit(2)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -132,7 +146,7 @@ def build_runtime(settings: AppSettings) -> Runtime:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: AppSettings = getattr(app.state, "settings", None) or load_settings()
+    settings: AppSettings = getattr(app.state, "settings", None) or _settings_or_exit()
     configure_logging(settings.service.log_level, json=settings.service.log_json)
     tune_gc()
     runtime = build_runtime(settings)

@@ -77,6 +77,14 @@ class LibraryHolder:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+async def _note_sync_age(service: SyncService) -> None:
+    """Replicas that did not hold the lock learn the last sync time from the store."""
+    with contextlib.suppress(RedisError, OSError):
+        synced_at = await service.store.synced_at()
+        if synced_at is not None:
+            metrics.note_synced_at(synced_at)
+
+
 def _reraise_if_cancelling(exc: BaseException) -> None:
     """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
     task = asyncio.current_task()
@@ -105,6 +113,7 @@ async def sync_forever(
         except (ContentfulError, RedisError, OSError) as exc:
             _reraise_if_cancelling(exc)
             log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))
+        await _note_sync_age(service)
         attempted.set()
         if interval <= 0:
             return

@@ -42,6 +42,10 @@ class SyncService:
         self._store = store
 
     @property
+    def store(self) -> ContentStore:
+        return self._store
+
+    @property
     def source_name(self) -> str:
         return self._source.name
 
@@ -71,7 +75,7 @@ class SyncService:
         state.seconds = time.perf_counter() - started
         metrics.SYNC_RUNS.labels(outcome="ok").inc()
         metrics.SYNC_DURATION.labels(mode=state.mode).observe(state.seconds)
-        metrics.SYNC_LAG.set(0)
+        metrics.note_synced_at(time.time())
         bound.info(
             "contentful.sync.finished",
             pages=state.pages,
