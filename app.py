@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import sys
@@ -22,11 +23,16 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from assembly.admin_router import router as decisions_admin_router
+from assembly.config import DecisionSettings
 from assembly.fallback import FallbackLibrary
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
+from assembly.runtime import DecisionRuntime
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
+from assembly.store import read_counts, record_conversion, tests_index
+from assembly.tasks import EXPOSURE_SOURCE
 from core.errors import install_error_handlers
 from core.limits import BodyLimitMiddleware
 from core.logging import configure_logging
@@ -41,10 +47,28 @@ from integration.demo import DemoSource
 from integration.schemas import ContentSource
 from integration.service import LibraryHolder, sync_forever
 from integration.store import ContentStore, SyncLock
-from integration.sync import SyncService
+from integration.sync import SyncService, sync_once_locked
+from segment_sync.config import SegmentSettings
+from segment_sync.consumer import Hook
+from segment_sync.pipeline import enqueue
+from segment_sync.router import router as tracking_router
+from segment_sync.service import Refreshing, only_events, start_events
 from segment_sync.store import RedisProfileStore
+from segment_sync.webhook_config import SegmentWebhookSettings
+from segment_sync.webhook_lifespan import start_segment
+from segment_sync.webhook_router import router as segment_webhook_router
+from webhooks.config import ContentfulWebhookSettings
+from webhooks.router import router as webhooks_router
+from webhooks.service import build_contentful_webhooks
 
 log = structlog.get_logger()
+
+# Raw (possibly gzipped) body limits of the tracking API; the service also caps the
+# decompressed size at 500 KB (segment_sync/service.py: decompress).
+TRACKING_LIMITS = {
+    f"/v1/{name}": 500 * 1024
+    for name in ("batch", "track", "identify", "page", "screen", "group", "alias")
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +76,12 @@ class AppSettings:
     service: ServiceSettings
     store: StoreSettings
     contentful: ContentfulSettings
+    contentful_webhooks: ContentfulWebhookSettings = field(
+        default_factory=ContentfulWebhookSettings
+    )
+    decisions: DecisionSettings = field(default_factory=DecisionSettings)
+    segment_webhook: SegmentWebhookSettings = field(default_factory=SegmentWebhookSettings)
+    segment: SegmentSettings = field(default_factory=SegmentSettings)
 
 
 class ConfigurationError(SystemExit):
@@ -60,7 +90,15 @@ class ConfigurationError(SystemExit):
 
 def load_settings() -> AppSettings:
     try:
-        return AppSettings(ServiceSettings(), StoreSettings(), ContentfulSettings())
+        return AppSettings(
+            ServiceSettings(),
+            StoreSettings(),
+            ContentfulSettings(),
+            ContentfulWebhookSettings(),
+            decisions=DecisionSettings(),
+            segment_webhook=SegmentWebhookSettings(),
+            segment=SegmentSettings(),
+        )
     except ValidationError as exc:
         raise ConfigurationError(f"microbridge: configuration error: {_describe(exc)}") from None
 
@@ -82,6 +120,10 @@ def _describe(exc: ValidationError) -> str:
         "ServiceSettings": "BRIDGE_",
         "StoreSettings": "REDIS_",
         "ContentfulSettings": "CONTENTFUL_",
+        "ContentfulWebhookSettings": "CONTENTFUL_WEBHOOK_",
+        "DecisionSettings": "DECISIONS_",
+        "SegmentWebhookSettings": "SEGMENT_",
+        "SegmentSettings": "SEGMENT_",
     }.get(exc.title, "")
     err = exc.errors()[0]
     message = str(err["msg"]).removeprefix("Value error, ")
@@ -154,8 +196,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     admin = settings.service.admin_token
     app.state.admin_token = admin.get_secret_value() if admin else None
     app.state.readiness = runtime.readiness
+    app.state.decisions = decisions = DecisionRuntime.build(
+        runtime.redis,
+        runtime.keys,
+        settings.decisions,
+        runtime.holder,
+        RedisProfileStore(runtime.redis, runtime.keys),
+        sink=functools.partial(
+            enqueue,
+            runtime.redis,
+            runtime.keys,
+            source=EXPOSURE_SOURCE,
+            max_len=settings.segment.stream_max_len,
+        ),
+    )
     app.state.assembly = AssemblyService(
-        runtime.holder, RedisProfileStore(runtime.redis, runtime.keys), FallbackLibrary.load()
+        runtime.holder, decisions.reader, FallbackLibrary.load(), engine=decisions.engine
     )
     interval = settings.contentful.sync_interval_seconds
     lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=max(60.0, interval * 4))
@@ -170,13 +226,60 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             name="library-watch",
         ),
     ]
+    app.state.contentful_webhooks = webhooks = build_contentful_webhooks(
+        settings.contentful_webhooks,
+        settings.contentful,
+        redis=runtime.redis,
+        keys=runtime.keys,
+        holder=runtime.holder,
+        sync=functools.partial(sync_once_locked, runtime.sync, lock),
+    )
+    if webhooks is not None:
+        runtime.tasks.append(asyncio.create_task(webhooks.resync.run(), name="contentful-resync"))
+    runtime.tasks.extend(await decisions.start())
+    app.state.events = events = await start_events(
+        runtime.redis,
+        runtime.keys,
+        settings.segment,
+        settings.store,
+        embedded=runtime.embedded,
+        hooks=[conversion_hook(runtime.redis, runtime.keys, settings)],
+    )
+    if events.task is not None:
+        runtime.tasks.append(events.task)
+    segment = start_segment(
+        app,
+        runtime.redis,
+        runtime.keys,
+        settings.segment_webhook,
+        events.profiles,
+        stream_max_len=settings.segment.stream_max_len,
+    )
     log.info("service.started", source=runtime.sync.source_name, embedded_store=runtime.embedded)
     try:
         yield
     finally:
         await stop_tasks(runtime.tasks)
+        await events.aclose()
+        await segment.aclose()
         await runtime.redis.aclose()
         log.info("service.stopped")
+
+
+def conversion_hook(redis: Redis, keys: Keys, settings: AppSettings) -> Hook:
+    """Experiment conversions for the event consumers, called only for goal events (the goals
+    of the tests that have data, and the rollout guardrail's), reloaded every second."""
+
+    async def goals() -> set[str]:
+        names = {settings.decisions.guardrail_goal_event}
+        for test in await redis.smembers(tests_index(keys)):
+            name = test.decode() if isinstance(test, bytes) else test
+            meta = (await read_counts(redis, keys, name)).meta
+            if meta is not None and meta.goal:
+                names.add(meta.goal)
+        return names
+
+    return only_events(functools.partial(record_conversion, redis, keys), Refreshing(goals))
 
 
 def tune_gc() -> None:
@@ -219,9 +322,15 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router)
     app.include_router(assemble_router)
+    app.include_router(webhooks_router)
+    app.include_router(segment_webhook_router)
+    app.include_router(decisions_admin_router)
+    app.include_router(tracking_router)
     app.router.routes.insert(0, assemble_fast_route)
     max_body = settings.service.max_body_bytes if settings else 64 * 1024
-    app.add_middleware(BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024})
+    app.add_middleware(
+        BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS}
+    )
     app.add_middleware(LatencyMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 import app as application
+from assembly.exceptions import ExperimentNotFound
 from assembly.fallback import FALLBACK_FILE, export_fallback
+from assembly.results import results_table, stored_results
 from core.logging import configure_logging
 from integration.library import compile_library
 from integration.store import SyncLock
@@ -130,6 +132,59 @@ async def _export(settings: application.AppSettings, locale: str | None) -> dict
         return export_fallback(library, locale)
     finally:
         await runtime.redis.aclose()
+
+
+@cli.command()
+def results(
+    key: Annotated[str, typer.Argument(help="The experiment key.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Experiment results: per arm exposures, conversions, rate, uplift, p-value, SRM check."""
+    settings = _settings()
+    configure_logging("warning", json=True)
+    try:
+        document = asyncio.run(_results(settings, key))
+    except ExperimentNotFound as exc:
+        console.print(exc.detail, markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        Console(soft_wrap=True).print(results_table(document))
+
+
+async def _results(settings: application.AppSettings, key: str) -> dict[str, Any]:
+    runtime = application.build_runtime(settings)
+    try:
+        return await stored_results(
+            runtime.redis, runtime.keys, runtime.content, key, settings.decisions
+        )
+    finally:
+        await runtime.redis.aclose()
+
+
+@cli.command()
+def worker(
+    consumers: Annotated[
+        int, typer.Option(min=1, max=64, help="Consumer tasks in this process.")
+    ] = 1,
+) -> None:
+    """Apply tracked events to profiles (the event stream's consumer group), until stopped."""
+    from segment_sync.service import run_worker
+
+    settings = _settings()
+    configure_logging(settings.service.log_level, json=settings.service.log_json)
+    if settings.store.url is None:
+        console.print("a worker needs REDIS_URL (the embedded store lives in one process)")
+        raise typer.Exit(2)
+    asyncio.run(
+        run_worker(
+            settings.store,
+            settings.segment,
+            consumers=consumers,
+            hooks_factory=lambda redis, keys: [application.conversion_hook(redis, keys, settings)],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Final
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 _FNV_OFFSET_BASIS: Final = 0x811C9DC5
 _FNV_PRIME: Final = 0x01000193
 _UINT32_MASK: Final = 0xFFFFFFFF
+_LAZY_REDUCTION_UNITS: Final = 64
 _MIN_WEIGHT_SUM: Final = 0.99
 _MAX_WEIGHT_SUM: Final = 1.01
 
@@ -55,16 +57,39 @@ def _utf16_code_units(text: str) -> bytes | array[int]:
 
 def fnv1a32(text: str) -> int:
     """32-bit FNV-1a hash of ``text``'s UTF-16 code units (GrowthBook's ``hashFnv32a``)."""
-    value = _FNV_OFFSET_BASIS
-    for unit in _utf16_code_units(text):
-        value = ((value ^ unit) * _FNV_PRIME) & _UINT32_MASK
+    return _fnv_from(_FNV_OFFSET_BASIS, text)
+
+
+def _fnv_from(state: int, text: str) -> int:
+    """Continue FNV-1a from ``state`` over ``text`` (``a + b`` hashes as ``b`` after ``a``).
+
+    Short texts (ids, seeds) skip the reduction modulo 2**32 until the end: XOR with a code
+    unit touches only the low 16 bits and multiplication commutes with the reduction, so the
+    low 32 bits come out the same, at about two thirds of the cost.
+    """
+    value = state
+    units = _utf16_code_units(text)
+    prime = _FNV_PRIME
+    if len(units) <= _LAZY_REDUCTION_UNITS:
+        for unit in units:
+            value = (value ^ unit) * prime
+        return value & _UINT32_MASK
+    mask = _UINT32_MASK
+    for unit in units:
+        value = ((value ^ unit) * prime) & mask
     return value
+
+
+@lru_cache(maxsize=4096)
+def _seed_state(seed: str) -> int:
+    """The FNV-1a state after an experiment's seed: version-2 hashes start from it."""
+    return fnv1a32(seed)
 
 
 def gb_hash(seed: str, value: str, version: int) -> float | None:
     """GrowthBook's ``hash``: a bucket in ``[0, 1)`` for ``value``, or None for unknown versions."""
     if version == 2:
-        return (fnv1a32(str(fnv1a32(seed + value))) % 10000) / 10000
+        return (fnv1a32(str(_fnv_from(_seed_state(seed), value))) % 10000) / 10000
     if version == 1:
         return (fnv1a32(value + seed) % 1000) / 1000
     return None

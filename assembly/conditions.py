@@ -79,6 +79,7 @@ import math
 import operator
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Final
@@ -89,6 +90,7 @@ __all__ = [
     "Condition",
     "ConditionError",
     "compile_condition",
+    "condition_spec",
     "eval_condition",
     "padded_version_string",
 ]
@@ -107,7 +109,18 @@ def compile_condition(
     condition: Mapping[str, Any], saved_groups: Mapping[str, list[Any]] | None = None
 ) -> Condition:
     """Compile ``condition`` once into a fast ``attributes -> bool`` function."""
-    return _Compiler(saved_groups or {}).condition(condition, "$")
+    compiled = _Compiler(saved_groups or {}).condition(condition, "$")
+    if compiled not in (_always, _never):  # shared functions stand for many conditions
+        _SPECS[compiled] = condition
+    return compiled
+
+
+def condition_spec(compiled: Condition) -> Mapping[str, Any] | None:
+    """The JSON a compiled condition came from (for explanations and scoring), if known."""
+    return _SPECS.get(compiled)
+
+
+_SPECS: weakref.WeakKeyDictionary[Condition, Mapping[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def eval_condition(

@@ -23,3 +23,21 @@ class UnknownLocale(AssemblyError):
 
 class PreviewUnavailable(AssemblyError):
     status_code = 422
+
+
+class ExperimentNotFound(AssemblyError):
+    status_code = 404
+
+
+class UnknownTarget(AssemblyError):
+    """A kill switch names a template, slot or variant the library does not have."""
+
+    status_code = 404
+
+
+class SwitchNotSet(AssemblyError):
+    status_code = 404
+
+
+class LibraryNotLoaded(AssemblyError):
+    status_code = 503

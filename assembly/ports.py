@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from assembly.state import EMPTY_STATE, DecisionState
 from integration.library import Library
 
 
@@ -26,6 +27,26 @@ class ProfileReader(Protocol):
     async def read(self, user_id: str | None, anonymous_id: str | None) -> Profile | None:
         """The merged profile of both ids in one round trip; None when there is none."""
         ...
+
+
+class VisitorReader(Protocol):
+    async def read(
+        self, user_id: str | None, anonymous_id: str | None, session_id: str | None
+    ) -> tuple[Profile | None, DecisionState]:
+        """Profile and decision state of the visitor, in one pipelined round trip."""
+        ...
+
+
+class ProfileOnly:
+    """A `VisitorReader` over a plain `ProfileReader`: no decision state (benchmarks, tools)."""
+
+    def __init__(self, profiles: ProfileReader) -> None:
+        self._profiles = profiles
+
+    async def read(
+        self, user_id: str | None, anonymous_id: str | None, session_id: str | None
+    ) -> tuple[Profile | None, DecisionState]:
+        return await self._profiles.read(user_id, anonymous_id), EMPTY_STATE
 
 
 class LibrarySource(Protocol):

@@ -1,60 +1,238 @@
-"""Per-slot decisions in DESIGN.md §5 order; every decision carries the reason it was made."""
+"""Per-slot decisions in DESIGN.md §5 order; every decision carries the reason it was made.
+
+1. kill switches: global and template (content or admin, decided by the caller), slot;
+2. no consent → baseline;
+3. session coherence: the variant (or experiment) the slot showed in this session, while eligible
+   (checked only when the rules below would pick something else: then it is the reason);
+4. eligible variants: enabled and not switched off, inside schedule, audience and conditions
+   true, under the frequency cap, inside the rollout share;
+5. among the eligible of the highest priority: the best score (`assembly.scoring`), then the
+   most recently published;
+6. an experiment arm that wins leads to the experiment's bucketing (sticky);
+7. otherwise the baseline, with the reason a candidate was passed over when there is one.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 
-from assembly.bucketing import gb_hash
-from assembly.decision import Decision
-from assembly.experiments import assign
+from assembly.decision import Decision, TestEntry
+from assembly.experiments import assign, in_rollout, measured_rollout, rollout_entry
+from assembly.killswitch import EMPTY_BOARD, SwitchBoard
+from assembly.scoring import Scorer
+from assembly.state import EMPTY_STATE, DecisionState, Periods, count_field
 from assembly.visitor import Visitor
-from integration.model import Slot, Variant
+from integration.model import Audience, FrequencyCap, Slot, Variant
+
+Match = tuple[str, Audience | None]  # why the variant applies, and the audience that matched
+Winner = tuple[Variant, str]  # the variant chosen among equals, and the reason
 
 
-def decide(slot: Slot, visitor: Visitor, now: datetime, switch: str | None) -> Decision:
-    """Kill switch, consent, then the best eligible variant, else the baseline."""
+@dataclass(slots=True)
+class DecisionEnv:
+    """What a slot decision reads besides the slot and the visitor (one per request)."""
+
+    state: DecisionState = EMPTY_STATE
+    board: SwitchBoard = EMPTY_BOARD
+    scorer: Scorer = dataclasses.field(default_factory=lambda: Scorer(1.0, 1.0, 3600.0))
+    coherence: bool = False
+    guardrail_goal: str = "Order Completed"
+    now_ts: float = 0.0
+    periods: Periods | None = None
+
+
+_DEFAULT_ENV = DecisionEnv()
+
+
+def decide(
+    slot: Slot, visitor: Visitor, now: datetime, switch: str | None, env: DecisionEnv | None = None
+) -> Decision:
+    """Kill switches, consent, coherence, then the best eligible variant, else the baseline."""
     if switch is not None:
         return Decision("baseline", f"kill switch: {switch}")
     if slot.kill_switch:
         return Decision("baseline", f"kill switch: slot {slot.key}")
+    env = env or _DEFAULT_ENV
+    if env.board.slots and slot.key in env.board.slots:
+        return Decision("baseline", f"kill switch: slot {slot.key} (admin)")
     if not visitor.consent:
         return Decision("baseline", "no consent for personalization")
+    decision = _choose(slot, visitor, now, env)
+    if env.coherence:
+        # The slot keeps what it showed earlier in the session, while that stays eligible.
+        # When the rules pick the same again, they are the reason; only a change is checked.
+        marker = env.state.session_marker(slot.key)
+        if marker is not None and marker != decision.marker:
+            kept = _coherent(slot, marker, visitor, now, env)
+            if kept is not None:
+                return kept
+    return decision
+
+
+def _choose(slot: Slot, visitor: Visitor, now: datetime, env: DecisionEnv) -> Decision:
+    notes: list[str] = []
+    tied: list[tuple[Variant, Match]] = []
+    holdout: Variant | None = None
+    top: int | None = None
     for variant in slot.variants:
-        why = eligibility(variant, visitor, now)
-        if why is None:
+        if top is not None and variant.priority < top:
+            break
+        match = check(variant, visitor, now, env, notes)
+        if match is None:
             continue
-        if variant.experiment is not None:
-            arms = tuple(v for v in slot.variants if v.experiment is variant.experiment)
-            return assign(variant.experiment, arms, visitor)
-        return Decision("variant", why, variant)
-    return Decision("baseline", "no variant matched")
+        if variant.rollout is not None and not in_rollout(variant, visitor):
+            if top is None and holdout is None and measured_rollout(variant):
+                holdout = variant
+            continue
+        tied.append((variant, match))
+        top = variant.priority
+    held = (_rollout(holdout, False, slot, env),) if holdout is not None else ()
+    if not tied:
+        return Decision("baseline", notes[0] if notes else "no variant matched", tests=held)
+    variant, why = _resolve(tied, visitor, env)
+    if variant.experiment is not None:
+        return _experiment(slot, variant, visitor, now, env, held)
+    tests = held
+    if variant.rollout is not None:
+        why = f"{why} (rollout {variant.rollout:.0%})"
+        if measured_rollout(variant):
+            tests = (*held, _rollout(variant, True, slot, env))
+    return Decision("variant", why, variant, tests=tests, marker=variant.key)
 
 
-def eligibility(variant: Variant, visitor: Visitor, now: datetime) -> str | None:
-    """The reason this variant applies to the visitor, or None when it does not."""
-    if not variant.enabled:
+def _experiment(
+    slot: Slot,
+    variant: Variant,
+    visitor: Visitor,
+    now: datetime,
+    env: DecisionEnv,
+    held: tuple[TestEntry, ...],
+) -> Decision:
+    experiment = variant.experiment
+    assert experiment is not None
+    arms = tuple(v for v in slot.variants if v.experiment is experiment)
+    decision = assign(experiment, arms, visitor, env.state, slot.key, env.now_ts)
+    served = decision.variant
+    if served is not None and served is not variant:
+        notes: list[str] = []
+        if check(served, visitor, now, env, notes) is None:
+            why = notes[0] if notes else f"{served.key} is not eligible"
+            return Decision("baseline", f"{decision.reason}: {why}", tests=held)
+    if held:
+        decision = dataclasses.replace(decision, tests=(*held, *decision.tests))
+    return decision
+
+
+def _rollout(variant: Variant, inside: bool, slot: Slot, env: DecisionEnv) -> TestEntry:
+    return rollout_entry(variant, inside, env.state, slot.key, env.guardrail_goal, env.now_ts)
+
+
+def _resolve(tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv) -> Winner:
+    """Priority is equal among `tied`: the best score wins, then the first (most recent)."""
+    if len(tied) == 1:
+        return tied[0][0], tied[0][1][0]
+    scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
+    best = max(range(len(tied)), key=lambda i: (scores[i], -i))
+    runner = max((i for i in range(len(tied)) if i != best), key=lambda i: (scores[i], -i))
+    variant, (why, _) = tied[best]
+    other = tied[runner][0].key
+    if scores[best] > scores[runner]:
+        how = f"score {scores[best]:.2f} > {scores[runner]:.2f}"
+    else:
+        how = "most recently published"
+    return variant, f"{why} (tie at priority {variant.priority} with {other}: {how})"
+
+
+def check(
+    variant: Variant,
+    visitor: Visitor,
+    now: datetime,
+    env: DecisionEnv,
+    notes: list[str] | None,
+) -> Match | None:
+    """Why the variant applies (all but the rollout share), or None; `notes` learn why not."""
+    killed = bool(env.board.variants) and variant.key in env.board.variants
+    if killed or not variant.enabled:
+        if notes is not None and qualifies(variant, visitor, now) is not None:
+            notes.append(f"kill switch: variant {variant.key}" + (" (admin)" if killed else ""))
         return None
+    match = qualifies(variant, visitor, now)
+    if match is None:
+        return None
+    cap = variant.frequency_cap
+    if cap is not None and capped(variant.key, cap, env, now):
+        if notes is not None:
+            notes.append(f"frequency cap: {variant.key} ({cap.max} per {cap.per})")
+        return None
+    return match
+
+
+def qualifies(variant: Variant, visitor: Visitor, now: datetime) -> Match | None:
+    """Schedule, experiment status, audiences any-of, conditions."""
     if (variant.start_at and now < variant.start_at) or (variant.end_at and now >= variant.end_at):
         return None
-    why = "everyone"
+    if variant.experiment is not None and variant.experiment.status == "draft":
+        return None
+    why, matched = "everyone", None
     if variant.audiences:
-        matched = next((a for a in variant.audiences if visitor.in_audience(a)), None)
-        if matched is None:
+        for audience in variant.audiences:
+            if visitor.in_audience(audience):
+                matched = audience
+                break
+        else:
             return None
         why = f"audience {matched.key}"
     if variant.condition is not None:
         if not variant.condition(visitor.doc):
             return None
         why = f"{why} + conditions" if variant.audiences else "conditions"
-    if variant.rollout is not None and not _in_rollout(variant, visitor):
+    return why, matched
+
+
+def capped(key: str, cap: FrequencyCap, env: DecisionEnv, now: datetime) -> bool:
+    state = env.state
+    if state.key is None:
+        return False  # a visitor we cannot count (no id, or the store is down)
+    if env.periods is None:
+        env.periods = Periods.at(now)
+    name = count_field(key, cap.per, env.periods, state.session)
+    return name is not None and state.count(name) >= cap.max
+
+
+def _coherent(
+    slot: Slot, marker: str, visitor: Visitor, now: datetime, env: DecisionEnv
+) -> Decision | None:
+    if marker.startswith("exp:"):
+        return _coherent_experiment(slot, marker[4:], visitor, now, env)
+    for variant in slot.variants:
+        if variant.key == marker:
+            break
+    else:
         return None
-    return why
+    if variant.experiment is not None:
+        return None
+    match = check(variant, visitor, now, env, None)
+    if match is None or (variant.rollout is not None and not in_rollout(variant, visitor)):
+        return None
+    tests = (_rollout(variant, True, slot, env),) if measured_rollout(variant) else ()
+    return Decision(
+        "variant", f"session coherence: {match[0]}", variant, tests=tests, marker=variant.key
+    )
 
 
-def _in_rollout(variant: Variant, visitor: Visitor) -> bool:
-    """Stable per visitor: the same hash keeps everyone already in when the share grows."""
-    value = visitor.hash_value("id")
-    if value is None or variant.rollout is None:
-        return False
-    bucket = gb_hash(f"rollout:{variant.key}", value, 2)
-    return bucket is not None and bucket < variant.rollout
+def _coherent_experiment(
+    slot: Slot, key: str, visitor: Visitor, now: datetime, env: DecisionEnv
+) -> Decision | None:
+    arms = tuple(v for v in slot.variants if v.experiment is not None and v.experiment.key == key)
+    if not arms or not any(check(a, visitor, now, env, None) for a in arms):
+        return None
+    experiment = arms[0].experiment
+    assert experiment is not None
+    decision = assign(experiment, arms, visitor, env.state, slot.key, env.now_ts)
+    if decision.source != "experiment":
+        return None
+    if decision.variant is not None and check(decision.variant, visitor, now, env, None) is None:
+        return None
+    return dataclasses.replace(decision, reason=f"session coherence: {decision.reason}")

@@ -67,3 +67,11 @@ class AssembleResponse(BaseModel):
     contentVersion: int
     degraded: bool
     slots: list[SlotAnswer]
+
+
+class SwitchChange(BaseModel):
+    """Why a kill switch is set or lifted (kept in the audit log with who did it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str = Field(min_length=1, max_length=500)

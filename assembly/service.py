@@ -1,9 +1,11 @@
-"""`assemble`: from a request to the encoded answer, reading only the snapshot and one profile.
+"""`assemble`: from a request to the encoded answer, reading only the snapshot and one round trip.
 
-The only outside call is one pipelined Redis read of the visitor's profile. When it fails the
-answer is still complete (request context only) and marked `degraded`; while the store keeps
-failing, a short circuit breaker skips it so page views don't wait on timeouts. When no library
-is live, the bundled fallback library answers, also `degraded`.
+The only outside call is one pipelined Redis read of the visitor's profile and decision state
+(sticky assignments, frequency counts, session marks). When it fails the answer is still
+complete (request context only) and marked `degraded`; while the store keeps failing, a short
+circuit breaker skips it so page views don't wait on timeouts. The writes a page view causes go
+to the off-path writer. When no library is live, the bundled fallback library answers, also
+`degraded`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
+from assembly.config import DecisionSettings
 from assembly.decision import Decision
+from assembly.engine import DecisionEngine
 from assembly.exceptions import PreviewUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
 from assembly.fallback import FallbackLibrary
-from assembly.ports import LibrarySource, Profile, ProfileReader
-from assembly.rules import decide
+from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
+from assembly.state import EMPTY_STATE, DecisionState
 from assembly.visitor import build_visitor
 from core import metrics
 from integration.library import Library
@@ -32,11 +36,11 @@ log = structlog.get_logger()
 
 
 class ProfileBreaker:
-    """Reads profiles; after a store failure, skips the store for `open_seconds`."""
+    """Reads profile and decision state; after a store failure, skips the store for a while."""
 
     def __init__(
         self,
-        reader: ProfileReader,
+        reader: VisitorReader,
         *,
         open_seconds: float = 1.0,
         on_miss: Callable[[str], None] | None = None,
@@ -46,37 +50,39 @@ class ProfileBreaker:
         self._open_until = 0.0
         self.on_miss = on_miss
 
-    async def read(self, request: AssembleRequest) -> tuple[Profile | None, bool]:
-        """The profile, and whether the store answered."""
+    async def read(self, request: AssembleRequest) -> tuple[Profile | None, DecisionState, bool]:
+        """The profile, the decision state, and whether the store answered."""
         user = request.user
         if user.id is None and user.anonymousId is None:
-            return None, True
+            return None, EMPTY_STATE, True
         if time.monotonic() < self._open_until:
-            return None, False
+            return None, EMPTY_STATE, False
         try:
-            profile = await self._reader.read(user.id, user.anonymousId)
+            profile, state = await self._reader.read(user.id, user.anonymousId, request.sessionId)
         except (RedisError, OSError) as exc:
             self._open_until = time.monotonic() + self._open_seconds
             log.warning("assembly.profile_unavailable", error=type(exc).__name__, detail=str(exc))
-            return None, False
+            return None, EMPTY_STATE, False
         if profile is None and user.id is not None and self.on_miss is not None:
             self.on_miss(user.id)  # must not block: schedules a background pull
-        return profile, True
+        return profile, state, True
 
 
 class AssemblyService:
     def __init__(
         self,
         libraries: LibrarySource,
-        profiles: ProfileReader,
+        reader: VisitorReader,
         fallback: FallbackLibrary,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        engine: DecisionEngine | None = None,
     ) -> None:
         self._libraries = libraries
-        self.profiles = ProfileBreaker(profiles)
+        self.profiles = ProfileBreaker(reader)
         self._fallback = fallback
         self.clock = clock
+        self.engine = engine or DecisionEngine(DecisionSettings())
 
     async def assemble(self, request: AssembleRequest) -> bytes:
         if request.preview:
@@ -86,16 +92,13 @@ class AssemblyService:
             return self._from_fallback(request, "library not loaded")
         template, slots = _select(library, request)
         locale = _locale(library, request.locale)
-        profile, store_ok = await self.profiles.read(request)
+        profile, state, store_ok = await self.profiles.read(request)
         visitor = build_visitor(request, profile)
-        switch = _switch(library, template)
-        now = self.clock()
-        decisions = [decide(slot, visitor, now, switch) for slot in slots]
-        if template is not None and template.max_personalized is not None:
-            decisions = _cap(decisions, template.max_personalized)
+        placed = self.engine.decide_page(library, template, slots, visitor, state, self.clock())
         if not store_ok:
             metrics.ASSEMBLE_DEGRADED.labels(cause="store").inc()
-        answers = [_answer(library, s, d, locale) for s, d in zip(slots, decisions, strict=True)]
+        answers = [_answer(library, s, d, locale) for s, d in placed]
+        _count_sources(answers)
         return orjson.dumps(
             {
                 "template": request.template,
@@ -158,27 +161,6 @@ def _locale(library: Library, requested: str | None) -> str:
     return requested
 
 
-def _switch(library: Library, template: Template | None) -> str | None:
-    if library.kill_switch:
-        return "global"
-    if template is not None and template.kill_switch:
-        return f"template {template.key}"
-    return None
-
-
-def _cap(decisions: list[Decision], limit: int) -> list[Decision]:
-    """Keep the first `limit` personalized slots; the rest fall back to their baseline."""
-    kept, capped = 0, []
-    for decision in decisions:
-        if decision.personalized:
-            if kept >= limit:
-                decision = Decision("baseline", f"maxPersonalized {limit} reached")
-            else:
-                kept += 1
-        capped.append(decision)
-    return capped
-
-
 def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> dict[str, Any]:
     variant = decision.variant
     rendered = library.render(variant.entry_id if variant else slot.baseline_id, variant, locale)
@@ -186,7 +168,6 @@ def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> di
         rendered = library.render(slot.baseline_id, None, locale)
         decision = Decision("baseline", "variant entry unavailable")
         variant = None
-    metrics.SLOTS_BY_SOURCE[decision.source].inc()
     assert rendered is not None
     return _slot_json(
         slot.key,
@@ -197,6 +178,16 @@ def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> di
         rendered.entry,
         rendered.style,
     )
+
+
+def _count_sources(answers: list[dict[str, Any]]) -> None:
+    """One counter update per source and page (each update takes the metric's lock)."""
+    counts: dict[str, int] = {}
+    for answer in answers:
+        source = answer["source"]
+        counts[source] = counts.get(source, 0) + 1
+    for source, count in counts.items():
+        metrics.SLOTS_BY_SOURCE[source].inc(count)
 
 
 def _slot_json(

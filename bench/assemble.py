@@ -53,7 +53,7 @@ import orjson
 from redis.asyncio import Redis
 
 from assembly.fallback import FallbackLibrary
-from assembly.ports import Profile
+from assembly.ports import Profile, ProfileOnly
 from assembly.rules import decide
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
@@ -226,7 +226,7 @@ async def _assemble_seconds(service: AssemblyService, request: AssembleRequest) 
 def time_assemble(fx: Fixture) -> float:
     """Microseconds per `AssemblyService.assemble` call, profile read from memory."""
     service = AssemblyService(
-        FixedLibrary(fx.library), StaticProfiles(fx.profile), FallbackLibrary.load()
+        FixedLibrary(fx.library), ProfileOnly(StaticProfiles(fx.profile)), FallbackLibrary.load()
     )
     return _median_us(asyncio.run(_assemble_seconds(service, fx.request)), PASSES)
 

@@ -45,5 +45,7 @@ def note_synced_at(timestamp: float) -> None:
     """Record the newest known sync time (this replica's or another's, read from the store)."""
     _last_sync[0] = max(_last_sync[0], timestamp)
     SYNC_LAST_SUCCESS.set(_last_sync[0])
+
+
 CONTENT_VERSION = Gauge("microbridge_content_version", "Content version of the live library")
 LIBRARY_ISSUES = Gauge("microbridge_library_issues", "Entries skipped by the library compiler")

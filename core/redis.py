@@ -57,6 +57,31 @@ class Keys:
     def profile(self, visitor_id: str) -> str:
         return f"{self.prefix}:{{v:{visitor_id}}}:profile"
 
+    def profile_seen(self, visitor_id: str) -> str:
+        """`messageId`s applied to a profile (segment_sync; a sorted set scored by time)."""
+        return f"{self.prefix}:{{v:{visitor_id}}}:seen"
+
+    def profile_erased(self, visitor_id: str) -> str:
+        """Erasure tombstone: events accepted before it are not applied (segment_sync)."""
+        return f"{self.prefix}:{{v:{visitor_id}}}:erased"
+
+    def visitor_pattern(self, visitor_id: str) -> str:
+        """SCAN pattern of every key of one visitor id (glob characters escaped)."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in visitor_id)
+        return f"{self.prefix}:{{v:{escaped}}}:*"
+
+    @property
+    def events_stream(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def events_dead(self) -> str:
+        return f"{self.prefix}:events:dead"
+
+    def decisions(self, visitor_id: str) -> str:
+        """A visitor's decision state (assembly/state.py), in the profile's cluster slot."""
+        return f"{self.prefix}:{{v:{visitor_id}}}:decisions"
+
 
 def connect(settings: StoreSettings) -> tuple[Redis, bool]:
     """Return a client and whether it is the embedded in-process store."""

@@ -30,6 +30,38 @@ class StoredContent:
     synced_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ContentChange:
+    """A "content changed" message that says what changed, so replicas can patch their snapshot.
+
+    `base` → `version` is the version step of one write that touched only `keys` (entity keys).
+    Any other message on the channel (the sync's `changed`) means "reload everything".
+    """
+
+    base: int
+    version: int
+    keys: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"base": self.base, "version": self.version, "keys": self.keys})
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> ContentChange | None:
+        """The change a message describes; None for a plain "changed" or anything unexpected."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        base, version, keys = data.get("base"), data.get("version"), data.get("keys")
+        if not (isinstance(base, int) and isinstance(version, int) and isinstance(keys, list)):
+            return None
+        if not all(isinstance(k, str) for k in keys):
+            return None
+        return cls(base=base, version=version, keys=tuple(keys))
+
+
 def encode_locales(locales: list[Locale]) -> bytes:
     return orjson.dumps(
         [
@@ -132,6 +164,16 @@ class ContentStore:
     async def synced_at(self) -> float | None:
         raw = await self._redis.get(self._keys.synced_at)
         return float(raw) if raw else None
+
+    async def read_entities(self, entity_keys: tuple[str, ...]) -> dict[str, Entity | None]:
+        """The stored entities of `entity_keys` (one HMGET); None for a key that is absent."""
+        if not entity_keys:
+            return {}
+        raws = await self._redis.hmget(self._keys.entities, list(entity_keys))
+        return {
+            key: Entity.from_json(orjson.loads(raw)) if raw else None
+            for key, raw in zip(entity_keys, raws, strict=True)
+        }
 
 
 class SyncLock:

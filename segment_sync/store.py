@@ -1,20 +1,38 @@
 """Visitor profiles in Redis: one hash per visitor id, hash-tagged for Redis Cluster.
 
-Layout (see docs/storage.md): `<prefix>:{v:u:<userId>}:profile` and
-`<prefix>:{v:a:<anonymousId>}:profile`, fields `traits`, `audiences`, `signals` (JSON) and
-`consent` (`1`/`0`). The known-user profile wins over the anonymous one field by field.
+Layout (state.py, docs/events.md): `<prefix>:{v:u:<userId>}:profile` and
+`<prefix>:{v:a:<anonymousId>}:profile`. The event consumer (apply.py) keeps one merged profile
+per visitor under its canonical id and a mirror of it under every linked id, so the read path
+below stays one round trip whichever ids the request names. Signals that depend on the time
+(an abandoned cart, decaying engagement, a product page still open) are derived here, at read
+time (signals.current_signals).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+import structlog
 from redis.asyncio import Redis
 
 from assembly.ports import Profile
 from core.redis import Keys
+from segment_sync.config import SignalRules
+from segment_sync.exceptions import ProfileErasureFailed
+from segment_sync.identity import user_id as typed_user_id
+from segment_sync.redis_tx import Session, failed, pairs, session
+from segment_sync.signals import current_signals
+from segment_sync.state import HOT_FIELDS, ProfileState, decode_row, merge_into
+
+log = structlog.get_logger()
+
+PROFILE_FIELDS = tuple(name.encode() for name in HOT_FIELDS)
+DEFAULT_TTL_SECONDS = 30 * 24 * 3600
+_ERASE_ATTEMPTS = 10
 
 
 def visitor_key(keys: Keys, *, user_id: str | None = None, anonymous_id: str | None = None) -> str:
@@ -26,29 +44,61 @@ def visitor_key(keys: Keys, *, user_id: str | None = None, anonymous_id: str | N
 
 
 class RedisProfileStore:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        tombstone_seconds: float = 7 * 24 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._redis = redis
         self._keys = keys
+        self._ttl = int(ttl_seconds)
+        self._tombstone = int(tombstone_seconds)
+        self.clock = clock
 
-    async def read(self, user_id: str | None, anonymous_id: str | None) -> Profile | None:
+    # ------------------------------------------------------------ the hot path
+
+    def profile_keys(self, user_id: str | None, anonymous_id: str | None) -> list[str]:
+        """The hashes a read needs, anonymous first (the order `decode_rows` expects)."""
         names = []
         if anonymous_id:
             names.append(visitor_key(self._keys, anonymous_id=anonymous_id))
         if user_id:
             names.append(visitor_key(self._keys, user_id=user_id))
+        return names
+
+    def queue_read(self, pipe: Any, user_id: str | None, anonymous_id: str | None) -> int:
+        """Queue the read on someone else's pipeline; returns how many replies it adds."""
+        names = self.profile_keys(user_id, anonymous_id)
+        for name in names:
+            pipe.hmget(name, PROFILE_FIELDS)
+        return len(names)
+
+    def decode_rows(
+        self, replies: Sequence[Any], user_id: str | None, anonymous_id: str | None
+    ) -> Profile | None:
+        """The profile from the replies `queue_read` asked for."""
+        rows = [_row(reply) for reply in replies]
+        anon = rows[0] if anonymous_id else None
+        user = rows[-1] if user_id else None
+        return profile_of(anon, user, user_id, self.clock())
+
+    async def read(self, user_id: str | None, anonymous_id: str | None) -> Profile | None:
+        names = self.profile_keys(user_id, anonymous_id)
         if not names:
             return None
         if len(names) == 1:
-            rows = [await self._redis.hgetall(names[0])]
+            replies = [await self._redis.hmget(names[0], PROFILE_FIELDS)]
         else:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for name in names:
-                    pipe.hgetall(name)
-                rows = await pipe.execute()
-        merged: dict[Any, Any] = {}
-        for row in rows:
-            merged.update(row)  # the client returns bytes (decode_responses is off)
-        return _decode(merged) if merged else None
+                self.queue_read(pipe, user_id, anonymous_id)
+                replies = await pipe.execute()
+        return self.decode_rows(replies, user_id, anonymous_id)
+
+    # ------------------------------------------------------------ direct writes
 
     async def write(
         self,
@@ -60,7 +110,7 @@ class RedisProfileStore:
         signals: Mapping[str, Any] | None = None,
         consent: bool | None = None,
     ) -> None:
-        """Replace the given parts of one visitor's profile (the event pipeline's writer)."""
+        """Replace the given parts of one visitor's profile (profile pulls, tests, benches)."""
         fields: dict[str, bytes] = {}
         if traits is not None:
             fields["traits"] = orjson.dumps(dict(traits))
@@ -71,17 +121,108 @@ class RedisProfileStore:
         if consent is not None:
             fields["consent"] = b"1" if consent else b"0"
         if fields:
+            fields["rev"] = os.urandom(6).hex().encode()  # consumers see the profile changed
             key = visitor_key(self._keys, user_id=user_id, anonymous_id=anonymous_id)
-            await self._redis.hset(key, mapping=fields)  # type: ignore[arg-type]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(key, self._ttl)
+                await pipe.execute()
+
+    # ------------------------------------------------------------ erasure
+
+    async def erase(self, user_id: str) -> int:
+        """Delete the user's merged profile, every linked id's keys and counters; leave
+        tombstones so that events accepted before now are never applied. Returns the number
+        of visitor ids erased (0 when nothing was known)."""
+        for _ in range(_ERASE_ATTEMPTS):
+            async with session(self._redis) as tx:
+                erased = await self._erase_once(tx, typed_user_id(user_id))
+            if erased is not None:
+                log.info("segment.profile.erased", ids=erased)
+                return erased
+        raise ProfileErasureFailed("the profile kept changing during the erasure; retry")
+
+    async def _erase_once(self, tx: Session, vid: str) -> int | None:
+        keys = self._keys
+        _, row, now = await tx.roundtrip(
+            [("WATCH", keys.profile(vid)), ("HGETALL", keys.profile(vid)), ("TIME",)]
+        )
+        state = decode_row(pairs(row))
+        canonical = state.canonical or vid
+        if canonical != vid:
+            _, row = await tx.roundtrip(
+                [("WATCH", keys.profile(canonical)), ("HGETALL", keys.profile(canonical))]
+            )
+            state = decode_row(pairs(row))
+        ids = sorted({vid, canonical, *state.links})
+        names = [key for v in ids for key in await self._visitor_keys(v)]
+        stamp = int(now[0]) * 1000 + int(now[1]) // 1000
+        commands: list[Sequence[Any]] = [("MULTI",)]
+        if names:
+            commands.append(("DEL", *names))
+        for v in ids:
+            commands.append(("SET", keys.profile_erased(v), stamp, "EX", self._tombstone))
+        commands.append(("EXEC",))
+        replies = await tx.roundtrip(commands)
+        if replies[-1] is None:
+            return None
+        error = failed(replies) or failed(replies[-1])
+        if error is not None:
+            raise error
+        return len(ids) if names else 0
+
+    async def _visitor_keys(self, vid: str) -> list[str]:
+        """Every key of one visitor id: ours and other packages' counters (one SCAN)."""
+        found = {self._keys.profile(vid), self._keys.profile_seen(vid)}
+        async for name in self._redis.scan_iter(match=self._keys.visitor_pattern(vid), count=1000):
+            found.add(name.decode() if isinstance(name, bytes) else name)
+        found.discard(self._keys.profile_erased(vid))
+        return sorted(found)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _row(reply: Any) -> dict[bytes, bytes]:
+    if isinstance(reply, dict):
+        return reply
+    if not isinstance(reply, list):
+        return {}
+    return {
+        name: value for name, value in zip(PROFILE_FIELDS, reply, strict=False) if value is not None
+    }
+
+
+def profile_of(
+    anon: Mapping[bytes, bytes] | None,
+    user: Mapping[bytes, bytes] | None,
+    user_id: str | None,
+    now: float,
+) -> Profile | None:
+    """One profile from the anonymous and the user row; a mirror of the user is not merged."""
+    a = decode_row(anon) if anon else None
+    u = decode_row(user) if user else None
+    if a is None or u is None:
+        state = a or u
+    elif a.canonical is not None and a.canonical in (f"u:{user_id}", u.canonical):
+        state = u
+    else:
+        merge_into(u, a, SignalRules())
+        state = u
+    if state is None or state.empty:
+        return None
+    return _profile(state, now)
+
+
+def _profile(state: ProfileState, now: float) -> Profile:
+    return Profile(
+        traits=state.traits,
+        audiences=frozenset(state.audiences),
+        signals=current_signals(state, now),
+        consent=state.consent,
+    )
 
 
 def _decode(row: Mapping[Any, Any]) -> Profile:
-    consent = row.get(b"consent")
-    return Profile(
-        traits=orjson.loads(row[b"traits"]) if b"traits" in row else {},
-        audiences=frozenset(orjson.loads(row[b"audiences"]))
-        if b"audiences" in row
-        else frozenset(),
-        signals=orjson.loads(row[b"signals"]) if b"signals" in row else {},
-        consent=None if consent is None else consent == b"1",
-    )
+    """A profile from one hash row (kept for callers that read rows themselves)."""
+    return _profile(decode_row(row), time.time())

@@ -37,3 +37,21 @@ class SignatureInvalid(WebhookError):
     """The signature does not match the request for any configured secret."""
 
     status_code = 401
+
+
+class WebhookDisabled(WebhookError):
+    """The endpoint has no signing secret configured, so it does not exist."""
+
+    status_code = 404
+
+
+class InvalidPayload(WebhookError):
+    """A verified request whose body or headers are not what the provider sends."""
+
+    status_code = 400
+
+
+class WebhookStoreUnavailable(WebhookError):
+    """The store could not make the effect durable; the provider should retry."""
+
+    status_code = 503

@@ -130,3 +130,14 @@ def test_ranges_are_stable_when_coverage_changes() -> None:
     assert [start for start, _ in full] == [start for start, _ in partial]
     assert all(in_range(start, r) for start, r in zip([0.0, 0.5, 0.75], full, strict=True))
     assert get_bucket_ranges(2, None) == [(0.0, 0.5), (0.5, 1.0)]
+
+
+@pytest.mark.parametrize("text", ["a" * 64, "a" * 65, "é" * 200, "\U0001f600" * 40, "id-" * 30])
+def test_fnv1a32_long_texts_match_the_unit_by_unit_definition(text: str) -> None:
+    expected = 0x811C9DC5
+    units = text.encode("utf-16-le", "surrogatepass")
+    for i in range(0, len(units), 2):
+        expected = (
+            (expected ^ int.from_bytes(units[i : i + 2], "little")) * 0x01000193
+        ) & 0xFFFFFFFF
+    assert fnv1a32(text) == expected

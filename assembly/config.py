@@ -1,0 +1,52 @@
+"""Settings of the decision engine (`DECISIONS_*`); see docs/decisions.md."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from core.settings import BridgeBaseSettings, SettingsConfigDict
+
+
+class DecisionSettings(BridgeBaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DECISIONS_")
+
+    # --- session coherence
+    session_coherence: bool = True
+    """Within a session a slot keeps the variant it showed while that variant stays eligible."""
+    session_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    """Session state (coherence, session caps, exposure marks) is dropped after this idle time."""
+    state_ttl_days: int = Field(default=180, ge=1)
+    """Visitor state (sticky assignments, caps) expires this long after its last write."""
+
+    # --- conflict resolution among eligible variants of equal priority
+    score_specificity_weight: float = Field(default=1.0, ge=0)
+    score_recency_weight: float = Field(default=1.0, ge=0)
+    recency_half_life_seconds: float = Field(default=3600.0, gt=0)
+    """A triggering signal this old counts half as much as a fresh one."""
+    engagement_half_life_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """Read-side decay of `signals.engagement.<category>` since the signal's timestamp."""
+
+    # --- off-path writer
+    writer_queue_size: int = Field(default=10_000, ge=1)
+    """Requests' pending writes held at once; beyond it writes are dropped (and counted)."""
+    writer_batch_size: int = Field(default=256, ge=1)
+    writer_flush_seconds: float = Field(default=0.005, ge=0)
+    """How long the writer waits to fill a batch after the first pending write."""
+
+    # --- kill switches from the admin API
+    kill_switch_poll_seconds: float = Field(default=5.0, gt=0)
+    """Reload the switches at least this often, in case a pub/sub message was missed."""
+
+    # --- rollout guardrail
+    guardrail_enabled: bool = True
+    guardrail_goal_event: str = Field(default="Order Completed", min_length=1)
+    """The conversion event that rollouts are compared on."""
+    guardrail_alpha: float = Field(default=0.01, gt=0, lt=0.5)
+    """One-sided p-value under which the rolled-out variant counts as significantly worse."""
+    guardrail_min_sample: int = Field(default=500, ge=1)
+    """Visitors needed in each group (rolled out and held out) before the guardrail judges."""
+    guardrail_interval_seconds: float = Field(default=60.0, gt=0)
+
+    # --- results
+    srm_threshold: float = Field(default=0.001, gt=0, lt=1)
+    """Sample-ratio-mismatch flag: chi-square p-value below this means a broken split."""

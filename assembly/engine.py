@@ -1,0 +1,98 @@
+"""The page's decisions: every slot in §5 order, sequencing, `maxPersonalized`, then the writes.
+
+`DecisionEngine.decide_page` is pure CPU over the in-process snapshot, the visitor and the state
+read with the profile; the writes it causes are handed to the off-path writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from assembly.config import DecisionSettings
+from assembly.effects import build_write
+from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
+from assembly.rules import DecisionEnv, decide
+from assembly.scoring import Scorer
+from assembly.sequencing import Placed, cap_personalized, rerank
+from assembly.state import DecisionState, Periods
+from assembly.tasks import DecisionWriter
+from assembly.visitor import Visitor
+from integration.library import Library
+from integration.model import Slot, Template
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        settings: DecisionSettings,
+        *,
+        switches: BoardSource | None = None,
+        writer: DecisionWriter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.switches = switches
+        self.writer = writer
+        self.scorer = Scorer(
+            settings.score_specificity_weight,
+            settings.score_recency_weight,
+            settings.recency_half_life_seconds,
+        )
+
+    @property
+    def board(self) -> SwitchBoard:
+        return self.switches.board if self.switches is not None else EMPTY_BOARD
+
+    def decide_page(
+        self,
+        library: Library,
+        template: Template | None,
+        slots: Sequence[Slot],
+        visitor: Visitor,
+        state: DecisionState,
+        now: datetime,
+    ) -> list[Placed]:
+        board = self.board
+        settings = self.settings
+        env = DecisionEnv(
+            state=state,
+            board=board,
+            scorer=self.scorer,
+            coherence=settings.session_coherence and visitor.session_id is not None,
+            guardrail_goal=settings.guardrail_goal_event,
+            now_ts=now.timestamp(),
+        )
+        switch = page_switch(library, template, board)
+        placed = [(slot, decide(slot, visitor, now, switch, env)) for slot in slots]
+        if template is not None:
+            if template.sequencing == "engagement":
+                placed = rerank(placed, visitor, env.now_ts, settings.engagement_half_life_seconds)
+            if template.max_personalized is not None:
+                placed = cap_personalized(placed, template.max_personalized)
+        if self.writer is not None and state.key is not None:
+            write = build_write(
+                placed,
+                visitor,
+                state,
+                coherence=env.coherence,
+                periods=env.periods or Periods.at(now),
+                now=env.now_ts,
+                session_ttl=settings.session_ttl_seconds,
+            )
+            if write is not None:
+                self.writer.submit(write)
+        return placed
+
+
+def page_switch(library: Library, template: Template | None, board: SwitchBoard) -> str | None:
+    """The widest kill switch in force for the page: content first, then admin."""
+    if library.kill_switch:
+        return "global"
+    if board.everything is not None:
+        return "global (admin)"
+    if template is not None:
+        if template.kill_switch:
+            return f"template {template.key}"
+        if template.key in board.templates:
+            return f"template {template.key} (admin)"
+    return None

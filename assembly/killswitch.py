@@ -1,0 +1,242 @@
+"""Kill switches flipped by operators (and by the rollout guardrail), outside Contentful.
+
+They live in Redis (`<p>:decisions:kill_switches`, one field per switch, JSON with who, why and
+when), every change is appended to an audit stream (`<p>:decisions:audit`) and announced on
+`<p>:decisions:changed`. Each replica keeps an in-memory `SwitchBoard`: the assemble path reads
+it without touching Redis. `SwitchWatcher` reloads it on every announcement (milliseconds after
+the change) and at least every `kill_switch_poll_seconds`, so a missed message still converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly import metrics
+from core.redis import Keys
+
+log = structlog.get_logger()
+
+Scope = Literal["global", "template", "slot", "variant"]
+SCOPES: tuple[Scope, ...] = ("global", "template", "slot", "variant")
+AUDIT_LENGTH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitch:
+    scope: Scope
+    key: str  # empty for the global switch
+    by: str
+    reason: str
+    at: float
+
+    @property
+    def field(self) -> str:
+        return f"{self.scope}:{self.key}"
+
+    @property
+    def label(self) -> str:
+        """How a decision's reason names it: `global`, `slot home.hero`, ..."""
+        return "global" if self.scope == "global" else f"{self.scope} {self.key}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "key": self.key or None,
+            "by": self.by,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+    @staticmethod
+    def decode(raw: bytes | str) -> KillSwitch | None:
+        try:
+            doc = orjson.loads(raw)
+            scope = doc["scope"]
+            if scope not in SCOPES:
+                return None
+            return KillSwitch(
+                scope, doc.get("key") or "", str(doc["by"]), str(doc["reason"]), float(doc["at"])
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchBoard:
+    """The admin switches in force, indexed for O(1) look-ups on the hot path."""
+
+    everything: KillSwitch | None = None
+    templates: Mapping[str, KillSwitch] = field(default_factory=dict)
+    slots: Mapping[str, KillSwitch] = field(default_factory=dict)
+    variants: Mapping[str, KillSwitch] = field(default_factory=dict)
+
+    @staticmethod
+    def of(switches: Iterable[KillSwitch]) -> SwitchBoard:
+        everything = None
+        by_scope: dict[str, dict[str, KillSwitch]] = {"template": {}, "slot": {}, "variant": {}}
+        for switch in switches:
+            if switch.scope == "global":
+                everything = switch
+            else:
+                by_scope[switch.scope][switch.key] = switch
+        return SwitchBoard(everything, by_scope["template"], by_scope["slot"], by_scope["variant"])
+
+    def all(self) -> list[KillSwitch]:
+        found = [self.everything] if self.everything else []
+        for group in (self.templates, self.slots, self.variants):
+            found.extend(group.values())
+        return sorted(found, key=lambda s: s.at)
+
+
+EMPTY_BOARD = SwitchBoard()
+
+
+class BoardSource(Protocol):
+    """Where the engine finds the switches in force (`SwitchWatcher`, or a fixed board)."""
+
+    @property
+    def board(self) -> SwitchBoard: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedBoard:
+    board: SwitchBoard
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchKeys:
+    switches: str
+    audit: str
+    channel: str
+
+    @staticmethod
+    def of(keys: Keys) -> SwitchKeys:
+        base = f"{keys.prefix}:decisions"
+        return SwitchKeys(f"{base}:kill_switches", f"{base}:audit", f"{base}:changed")
+
+
+class KillSwitchStore:
+    """Persistence, audit and announcement of admin kill switches."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self.keys = SwitchKeys.of(keys)
+
+    async def load(self) -> SwitchBoard:
+        rows = await self._redis.hgetall(self.keys.switches)
+        return SwitchBoard.of(s for s in map(KillSwitch.decode, rows.values()) if s is not None)
+
+    async def get(self, scope: Scope, key: str) -> KillSwitch | None:
+        raw = await self._redis.hget(self.keys.switches, f"{scope}:{key}")
+        return None if raw is None else KillSwitch.decode(raw)
+
+    async def set(self, switch: KillSwitch) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.switches, switch.field, orjson.dumps(switch.to_json()))
+            self._audit(pipe, "set", switch)
+            pipe.publish(self.keys.channel, switch.field)
+            await pipe.execute()
+        log.warning(
+            "assembly.kill_switch.set",
+            scope=switch.scope,
+            key=switch.key or None,
+            by=switch.by,
+            reason=switch.reason,
+        )
+
+    async def clear(self, scope: Scope, key: str, *, by: str, reason: str) -> KillSwitch | None:
+        """Remove a switch; the switch that was removed, or None when none was set."""
+        name = f"{scope}:{key}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.switches, name)
+            pipe.hdel(self.keys.switches, name)
+            old_raw, removed = await pipe.execute()
+        if not removed:
+            return None
+        old = KillSwitch.decode(old_raw) if old_raw else None
+        cleared = KillSwitch(scope, key, by, reason, time.time())
+        async with self._redis.pipeline(transaction=True) as pipe:
+            self._audit(pipe, "clear", cleared)
+            pipe.publish(self.keys.channel, name)
+            await pipe.execute()
+        log.warning(
+            "assembly.kill_switch.cleared", scope=scope, key=key or None, by=by, reason=reason
+        )
+        return old
+
+    def _audit(self, pipe: Any, action: str, switch: KillSwitch) -> None:
+        entry = {
+            "action": action,
+            **{k: v if v is not None else "" for k, v in switch.to_json().items()},
+        }
+        pipe.xadd(self.keys.audit, entry, maxlen=AUDIT_LENGTH, approximate=True)
+
+    async def audit(self, limit: int = 50) -> list[dict[str, Any]]:
+        entries: Any = await self._redis.xrevrange(self.keys.audit, count=limit)
+        out = []
+        for _, fields in entries:
+            doc = {k.decode(): v.decode() for k, v in fields.items()}
+            doc["at"] = float(doc.get("at") or 0)
+            doc["key"] = doc.get("key") or None
+            out.append(doc)
+        return out
+
+
+class SwitchWatcher:
+    """Holds this replica's `SwitchBoard` and keeps it current."""
+
+    def __init__(self, store: KillSwitchStore, poll_seconds: float) -> None:
+        self.store = store
+        self.board = EMPTY_BOARD
+        self._poll = poll_seconds
+
+    async def refresh(self) -> None:
+        board = await self.store.load()
+        if board != self.board:
+            log.info("assembly.kill_switch.loaded", active=len(board.all()))
+            metrics.KILL_SWITCHES.set(len(board.all()))
+        self.board = board
+
+    async def run(self, redis: Redis) -> None:
+        """Reload on every announcement, and at least every `poll_seconds`; never ends."""
+        while True:
+            try:
+                await self._listen(redis)
+            except (RedisError, OSError) as exc:
+                _reraise_if_cancelling(exc)
+                log.warning("assembly.kill_switch.watch_failed", error=str(exc))
+                await asyncio.sleep(min(self._poll, 1.0))
+
+    async def _listen(self, redis: Redis) -> None:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(self.store.keys.channel)
+            await self.refresh()  # anything changed before the subscription took effect
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self._poll
+                )
+                if message is not None:
+                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0):
+                        pass
+                await self.refresh()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _reraise_if_cancelling(exc: BaseException) -> None:
+    """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc

@@ -1,0 +1,26 @@
+"""Prometheus metrics of the decision engine."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+DECISION_WRITES = Counter(
+    "microbridge_decision_writes_total",
+    "Visitor decision-state writes from page views, by outcome",
+    ["outcome"],
+)
+WRITES_FLUSHED = DECISION_WRITES.labels(outcome="flushed")
+WRITES_DROPPED = DECISION_WRITES.labels(outcome="dropped")  # queue full
+WRITES_FAILED = DECISION_WRITES.labels(outcome="failed")  # the store refused the batch
+EXPOSURES = Counter(
+    "microbridge_exposures_total", "Exposures recorded (once per visitor and session)", ["kind"]
+)
+CONVERSIONS = Counter(
+    "microbridge_conversions_total", "Conversions attributed to a test arm", ["kind"]
+)
+KILL_SWITCHES = Gauge(
+    "microbridge_kill_switches_active", "Admin kill switches in force on this replica"
+)
+GUARDRAIL_TRIPS = Counter(
+    "microbridge_guardrail_trips_total", "Rollouts switched off by the guardrail"
+)

@@ -1,0 +1,172 @@
+"""The hot path's Redis read: several read commands in ONE round trip, as cheaply as possible.
+
+A redis-py pipeline costs the client about twice the CPU of one command; each extra reply read
+costs about as much as a small command. So when every key shares one hash tag (one visitor id:
+profile and decision state live in the same cluster slot) the reads run as one `EVALSHA` of a
+small read-only script that executes them and returns every reply; otherwise (two ids, or a
+store without scripting, like the embedded one) they go out in one write on one connection and
+the replies are read in order. Either way: one round trip, replies shaped as redis-py's
+callbacks shape them (`HGETALL` → dict). Errors drop the connection, so no reply is left unread.
+The connections are the reader's own (`OneRoundTrip`), to skip the pool's per-command costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = structlog.get_logger()
+
+SCRIPT = b"""
+local out, a = {}, 2
+for c = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a + 1])
+  out[c] = redis.call(ARGV[a], unpack(ARGV, a + 2, a + 1 + n))
+  a = a + 2 + n
+end
+return out
+"""
+SHA = hashlib.sha1(SCRIPT).hexdigest()
+
+
+class RawCommands:
+    """The part of a redis-py pipeline that read helpers use, recording raw commands."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+        self.keys: list[str] = []
+        self.shapes: list[str] = []
+
+    def hmget(self, name: str, keys: Sequence[Any], *args: Any) -> None:
+        self._add(("HMGET", name, *keys, *args), name, "list")
+
+    def hgetall(self, name: str) -> None:
+        self._add(("HGETALL", name), name, "map")
+
+    def get(self, name: str) -> None:
+        self._add(("GET", name), name, "value")
+
+    def _add(self, command: tuple[Any, ...], key: str, shape: str) -> None:
+        self.commands.append(command)
+        self.keys.append(key)
+        self.shapes.append(shape)
+
+    def one_slot(self) -> bool:
+        """Every key carries the same hash tag (so a script may touch them all)."""
+        tags = {_tag(key) for key in self.keys}
+        return len(tags) == 1 and None not in tags
+
+    def script_args(self) -> list[Any]:
+        args: list[Any] = [len(self.commands)]
+        for name, *rest in self.commands:
+            args.extend((name, len(rest), *rest))
+        return args
+
+
+def _tag(key: str) -> str | None:
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start + 1 else None
+
+
+class OneRoundTrip:
+    """Runs read batches on connections of its own (made by the client's pool factory).
+
+    redis-py's pool spends more client CPU per command than the round trip itself (a lock,
+    a health probe, bookkeeping on take and release). A connection here is only ever put back
+    after every reply was read, so it needs no probe; one that fails is dropped, and a failure
+    on a reused connection (a restarted server) drops the idle ones and retries once on a new
+    one. At most `limit` connections are kept idle; `aclose` closes them.
+    """
+
+    def __init__(self, redis: Redis, *, limit: int = 64) -> None:
+        self._redis = redis
+        self._idle: list[Any] = []
+        self._limit = limit
+        self.scripting = True  # off for good once the store says it cannot run scripts
+
+    async def run(self, batch: RawCommands) -> list[Any]:
+        reused = bool(self._idle)
+        connection = self._idle.pop() if reused else self._new()
+        try:
+            replies = await self._on(connection, batch)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await connection.disconnect()
+            if not reused:
+                raise
+            await self._drop_idle()  # the server went away: every idle connection is stale
+            connection = self._new()
+            try:
+                replies = await self._on(connection, batch)
+            except BaseException:
+                await connection.disconnect()
+                raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        if len(self._idle) < self._limit:
+            self._idle.append(connection)
+        else:
+            await connection.disconnect()
+        return [_shape(reply, shape) for reply, shape in zip(replies, batch.shapes, strict=True)]
+
+    def _new(self) -> Any:
+        return self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+
+    async def _on(self, connection: Any, batch: RawCommands) -> list[Any]:
+        await connection.connect()  # a no-op once connected
+        if self.scripting and batch.one_slot():
+            return await self._scripted(connection, batch)
+        return await _pipelined(connection, batch.commands)
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
+
+    async def aclose(self) -> None:
+        await self._drop_idle()
+
+    async def hold(self) -> None:
+        """Run as a task for the app's lifetime; closes the connections when cancelled."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.aclose()
+
+    async def _scripted(self, connection: Any, batch: RawCommands) -> list[Any]:
+        keys, args = batch.keys, batch.script_args()
+        try:
+            return list(await _call(connection, ("EVALSHA", SHA, len(keys), *keys, *args)))
+        except ResponseError as exc:
+            if isinstance(exc, NoScriptError):
+                return list(await _call(connection, ("EVAL", SCRIPT, len(keys), *keys, *args)))
+            if "unknown command" not in str(exc):
+                raise
+        self.scripting = False
+        log.info("assembly.read_path.no_scripting", detail="reads go out as one pipelined write")
+        return await _pipelined(connection, batch.commands)
+
+
+async def _call(connection: Any, command: tuple[Any, ...]) -> Any:
+    await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+    return await connection.read_response()
+
+
+async def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+    return [await connection.read_response() for _ in commands]
+
+
+def _shape(reply: Any, shape: str) -> Any:
+    if shape == "map" and isinstance(reply, list):  # RESP2: a flat list of names and values
+        return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
+    return reply

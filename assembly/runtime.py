@@ -1,0 +1,78 @@
+"""The decision engine's parts, built once in the lifespan, and their background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly.config import DecisionSettings
+from assembly.engine import DecisionEngine
+from assembly.killswitch import KillSwitchStore, SwitchWatcher
+from assembly.ports import LibrarySource
+from assembly.state import PendingWrites
+from assembly.store import DecisionStateStore, PipelinedProfiles
+from assembly.tasks import DecisionWriter, EventSink, guardrail_forever, stream_sink
+from core.redis import Keys
+
+log = structlog.get_logger()
+
+
+@dataclass
+class DecisionRuntime:
+    redis: Redis
+    keys: Keys
+    settings: DecisionSettings
+    libraries: LibrarySource
+    reader: DecisionStateStore
+    switches: KillSwitchStore
+    watcher: SwitchWatcher
+    writer: DecisionWriter
+    engine: DecisionEngine
+
+    @staticmethod
+    def build(
+        redis: Redis,
+        keys: Keys,
+        settings: DecisionSettings,
+        libraries: LibrarySource,
+        profiles: PipelinedProfiles,
+        sink: EventSink | None = None,
+    ) -> DecisionRuntime:
+        pending = PendingWrites()
+        switches = KillSwitchStore(redis, keys)
+        watcher = SwitchWatcher(switches, settings.kill_switch_poll_seconds)
+        writer = DecisionWriter(redis, keys, settings, pending, sink or stream_sink(redis, keys))
+        return DecisionRuntime(
+            redis=redis,
+            keys=keys,
+            settings=settings,
+            libraries=libraries,
+            reader=DecisionStateStore(redis, keys, profiles, pending),
+            switches=switches,
+            watcher=watcher,
+            writer=writer,
+            engine=DecisionEngine(settings, switches=watcher, writer=writer),
+        )
+
+    async def start(self) -> list[asyncio.Task[Any]]:
+        """Load the kill switches (so the first request honours them), start the tasks."""
+        try:
+            await asyncio.wait_for(self.watcher.refresh(), timeout=2.0)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("assembly.kill_switch.load_failed", error=str(exc))
+        return [
+            asyncio.create_task(self.reader.reads.hold(), name="decision-read-connections"),
+            asyncio.create_task(self.writer.run(), name="decision-writer"),
+            asyncio.create_task(self.watcher.run(self.redis), name="kill-switch-watch"),
+            asyncio.create_task(
+                guardrail_forever(
+                    self.redis, self.keys, self.settings, self.libraries, self.switches
+                ),
+                name="rollout-guardrail",
+            ),
+        ]

@@ -1,0 +1,135 @@
+"""Conflict resolution among eligible variants of equal priority: a weighted score.
+
+score = specificity weight * audience specificity + recency weight * signal recency
+
+* Audience specificity: how narrowly the best matching audience (plus the variant's own
+  conditions) picks the visitor: one point for segments, one for personas, one per condition
+  test; `n` points score `n / (n + 1)` (everybody: 0, one test: 0.5, three: 0.75).
+* Recency of the triggering signal: the freshest timestamp among the signals that the matching
+  conditions read (and the segments that matched), halved every `recency_half_life_seconds`.
+  Timestamps come from the profile's `signals.at` map: signal name (the path under `signals.`,
+  e.g. `cartAbandoned`, `dwell.sku-1001`) or `audiences.<segment>` → Unix seconds or ISO time.
+
+Ties on the score go to the most recently published variant (the slot's variants are already in
+that order within a priority).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from assembly.conditions import condition_spec
+from assembly.visitor import Visitor
+from integration.model import Audience, Condition, Variant
+
+_COMBINATORS = ("$and", "$or", "$nor")
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFacts:
+    tests: int
+    signals: frozenset[str]  # signal names under `signals.`
+
+
+_FACTS: weakref.WeakKeyDictionary[Condition, ConditionFacts] = weakref.WeakKeyDictionary()
+_NO_FACTS = ConditionFacts(0, frozenset())
+
+
+def facts(condition: Condition | None) -> ConditionFacts:
+    if condition is None:
+        return _NO_FACTS
+    known = _FACTS.get(condition)
+    if known is None:
+        spec = condition_spec(condition)
+        paths: list[str] = []
+        _walk(spec or {}, paths)
+        known = ConditionFacts(
+            tests=len(paths),
+            signals=frozenset(
+                p.removeprefix("signals.") for p in paths if p.startswith("signals.")
+            ),
+        )
+        _FACTS[condition] = known
+    return known
+
+
+def _walk(spec: Mapping[str, Any], paths: list[str]) -> None:
+    for key, value in spec.items():
+        if key in _COMBINATORS and isinstance(value, list):
+            for sub in value:
+                if isinstance(sub, Mapping):
+                    _walk(sub, paths)
+        elif key == "$not" and isinstance(value, Mapping):
+            _walk(value, paths)
+        else:
+            paths.append(key)
+
+
+def timestamp(value: Any) -> float | None:
+    """Unix seconds from a number or an ISO 8601 string; None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000 if value > 1e11 else float(value)  # milliseconds → seconds
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def signal_times(visitor: Visitor) -> Mapping[str, Any]:
+    signals = visitor.doc.get("signals")
+    times = signals.get("at") if isinstance(signals, Mapping) else None
+    return times if isinstance(times, Mapping) else {}
+
+
+class Scorer:
+    def __init__(self, specificity_weight: float, recency_weight: float, half_life: float) -> None:
+        self.specificity_weight = specificity_weight
+        self.recency_weight = recency_weight
+        self.half_life = half_life
+
+    def score(self, variant: Variant, visitor: Visitor, now: float) -> float:
+        best_points, names = -1, set(facts(variant.condition).signals)
+        own = facts(variant.condition).tests
+        matched: list[Audience | None] = [a for a in variant.audiences if visitor.in_audience(a)]
+        matched = matched or [None]
+        for audience in matched:
+            points = own + _audience_points(audience)
+            if points > best_points:
+                best_points = points
+            if audience is not None:
+                names.update(facts(audience.condition).signals)
+                names.update(f"audiences.{s}" for s in audience.segments if s in visitor.audiences)
+        specificity = best_points / (best_points + 1)
+        return self.specificity_weight * specificity + self.recency_weight * self._recency(
+            names, visitor, now
+        )
+
+    def _recency(self, names: set[str], visitor: Visitor, now: float) -> float:
+        if not names:
+            return 0.0
+        times = signal_times(visitor)
+        freshest = max(
+            (t for n in names if (t := timestamp(times.get(n))) is not None), default=None
+        )
+        if freshest is None:
+            return 0.0
+        age = max(0.0, now - freshest)
+        return float(0.5 ** (age / self.half_life))
+
+
+def _audience_points(audience: Audience | None) -> int:
+    if audience is None:
+        return 0
+    return (
+        (1 if audience.segments else 0)
+        + (1 if audience.personas else 0)
+        + facts(audience.condition).tests
+    )

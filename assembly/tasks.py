@@ -1,0 +1,172 @@
+"""Off-path work of the decision engine: the batched writer and the rollout guardrail loop.
+
+`DecisionWriter.submit` never blocks a request: it queues the page view's `VisitorWrite` (and
+registers it as pending, so the visitor's next request on this replica already sees it); a
+lifespan task drains the queue in batches of pipelined writes. "Experiment Viewed" events of
+newly recorded exposures go to the event pipeline through an `EventSink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly import metrics
+from assembly.config import DecisionSettings
+from assembly.guardrail import check_rollouts
+from assembly.killswitch import KillSwitchStore
+from assembly.ports import LibrarySource
+from assembly.state import PendingWrites, VisitorWrite
+from assembly.store import apply_writes
+from core.errors import BridgeError
+from core.redis import Keys
+
+log = structlog.get_logger()
+
+EventSink = Callable[[list[dict[str, Any]]], Awaitable[object]]
+EXPOSURE_SOURCE = "decisions"  # the `src` of exposure events in the event pipeline's stream
+EXPOSURE_STREAM_LENGTH = 100_000
+
+
+def exposure_stream(keys: Keys) -> str:
+    return f"{keys.prefix}:decisions:exposures"
+
+
+def stream_sink(redis: Redis, keys: Keys) -> EventSink:
+    """Append events to a stream of our own, `<p>:decisions:exposures` (field `event`, JSON).
+
+    The service hands exposures to the event pipeline instead (app.py); this sink serves
+    where no pipeline runs.
+    """
+
+    async def append(events: list[dict[str, Any]]) -> None:
+        async with redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(
+                    exposure_stream(keys),
+                    {"event": orjson.dumps(event)},
+                    maxlen=EXPOSURE_STREAM_LENGTH,
+                    approximate=True,
+                )
+            await pipe.execute()
+
+    return append
+
+
+class DecisionWriter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: DecisionSettings,
+        pending: PendingWrites,
+        sink: EventSink,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self.pending = pending
+        self._sink = sink
+        self._queue: asyncio.Queue[VisitorWrite] = asyncio.Queue(settings.writer_queue_size)
+        self._metas: dict[str, bytes] = {}
+        self._dropped_logged_at = 0.0
+
+    def submit(self, write: VisitorWrite) -> None:
+        try:
+            self._queue.put_nowait(write)
+        except asyncio.QueueFull:
+            metrics.WRITES_DROPPED.inc()
+            now = time.monotonic()
+            if now - self._dropped_logged_at > 10:
+                self._dropped_logged_at = now
+                log.warning("assembly.writer.queue_full", size=self._queue.maxsize)
+            return
+        self.pending.add(write)
+
+    async def run(self) -> None:
+        """Drain forever; on cancellation, flush what is queued (best effort) and stop."""
+        batch: list[VisitorWrite] = []
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                if self._settings.writer_flush_seconds > 0:
+                    await asyncio.sleep(self._settings.writer_flush_seconds)
+                self._take(batch)
+                taken, batch = batch, []  # a cancel during the flush must not apply it twice
+                await self.flush(taken)
+        finally:
+            if batch:  # cancelled while the batch was filling
+                await self.flush(batch)
+            await self.drain()
+
+    def _take(self, batch: list[VisitorWrite]) -> None:
+        while len(batch) < self._settings.writer_batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def drain(self) -> None:
+        """Flush everything queued now (shutdown, tests)."""
+        while not self._queue.empty():
+            batch: list[VisitorWrite] = []
+            self._take(batch)
+            await self.flush(batch)
+
+    async def flush(self, batch: list[VisitorWrite]) -> None:
+        events: list[dict[str, Any]] = []
+        try:
+            events = await apply_writes(
+                self._redis,
+                self._keys,
+                batch,
+                ttl_seconds=self._settings.state_ttl_days * 86400,
+                metas=self._metas,
+            )
+            metrics.WRITES_FLUSHED.inc(len(batch))
+            if events:
+                await self._sink(events)
+        except (RedisError, OSError) as exc:
+            metrics.WRITES_FAILED.inc(len(batch))
+            log.warning("assembly.writer.flush_failed", writes=len(batch), error=str(exc))
+        except BridgeError as exc:  # the event pipeline refused the exposures
+            log.error("assembly.writer.exposures_rejected", detail=exc.detail, events=len(events))
+        finally:
+            self.pending.done(batch)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+
+async def guardrail_forever(
+    redis: Redis,
+    keys: Keys,
+    settings: DecisionSettings,
+    libraries: LibrarySource,
+    switches: KillSwitchStore,
+) -> None:
+    """Judge every measured rollout once per `guardrail_interval_seconds`."""
+    while True:
+        await asyncio.sleep(settings.guardrail_interval_seconds)
+        library = libraries.library
+        if library is None:
+            continue
+        try:
+            await check_rollouts(redis, keys, settings, library, switches)
+        except (RedisError, OSError) as exc:
+            _reraise_if_cancelling(exc)
+            log.warning("assembly.guardrail.failed", error=str(exc))
+
+
+def _reraise_if_cancelling(exc: BaseException) -> None:
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
