@@ -43,6 +43,7 @@ from segment_sync.state import ProfileState, decode_row, encode_view
 log = structlog.get_logger()
 
 MAX_ATTEMPTS = 12
+_YIELD_EVERY = 64  # entries derived between two yields to the event loop
 _TRIM_SHARE = 1 / 8  # of the writes that also drop applied messageIds older than the window
 _LOAD_ROUNDS = 3
 _VIEW_FIELDS = ("traits", "audiences", "signals", "live", "consent", "links")
@@ -168,7 +169,7 @@ class BatchApplier:
             resolution = resolved
         else:
             return _Conflict(frozenset(), resolution)
-        run = self._compute(entries, ids, loaded)
+        run = await self._compute(entries, ids, loaded)
         replies = await tx.roundtrip([("MULTI",), *self._writes(run, loaded), ("EXEC",)])
         if replies[-1] is None:
             return _Conflict(await self._changed(tx, involved, loaded), resolved)
@@ -226,18 +227,20 @@ class BatchApplier:
         states: dict[str, ProfileState] = {v: decode_row(r) for v, r in rows.items() if r}
         return World(states, self._rules, self._max_links)
 
-    def _compute(self, entries: Sequence[Entry], ids: list[list[str]], loaded: _Loaded) -> _Run:
+    async def _compute(
+        self, entries: Sequence[Entry], ids: list[list[str]], loaded: _Loaded
+    ) -> _Run:
         """Derive in stream order; an entry that raises is left out and the rest derived again."""
         failures: dict[int, str] = {}
         while True:
             run = _Run(self._world(loaded.rows), Outcome(), [])
-            culprit = self._derive(run, entries, ids, loaded, failures)
+            culprit = await self._derive(run, entries, ids, loaded, failures)
             if culprit is None:
                 run.outcome.failed = {entries[i].id: error for i, error in failures.items()}
                 return run
             failures[culprit[0]] = culprit[1]
 
-    def _derive(
+    async def _derive(
         self,
         run: _Run,
         entries: Sequence[Entry],
@@ -247,6 +250,8 @@ class BatchApplier:
     ) -> tuple[int, str] | None:
         applied: set[str] = set()
         for index, (e, names) in enumerate(zip(entries, ids, strict=True)):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let requests of the same process run between entries
             if index in failures:
                 continue
             if any(loaded.tombstones.get(v, -1) >= e.accepted_ms for v in names):

@@ -86,6 +86,12 @@ class EventConsumer:
                     await self._ensure_group_quietly()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a bug must not stop the pipeline: its entries stay
+                # pending, are redelivered and end in the dead-letter stream; the rest goes on
+                metrics.CONSUMER_ERRORS.labels(error=type(exc).__name__).inc()
+                log.exception("segment.consumer.crashed", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def step(self) -> int:
         """Housekeeping when due, then one read of new entries; how many were handled."""

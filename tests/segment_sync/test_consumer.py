@@ -102,6 +102,15 @@ async def test_several_consumers_share_the_load(redis: Redis, worker_redis: Redi
     assert sum(1 for c in consumers if c.handled) >= 2
 
 
+async def test_consumers_contending_for_the_same_visitors_apply_each_event_once(
+    redis: Redis, worker_redis: Redis
+) -> None:
+    events = views(3000, visitors=3, products=2)  # every batch of every consumer collides
+    await append(redis, events)
+    await run_until_drained(redis, *await consume(worker_redis, "c1", "c2", "c3"))
+    assert await applied(redis, events) == expected(events)
+
+
 async def test_a_dead_consumers_pending_entries_are_reclaimed(
     redis: Redis, worker_redis: Redis
 ) -> None:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import Redis
+
 from segment_sync.config import SignalRules
 from segment_sync.identity import World
 from segment_sync.state import Behaviour, ProfileState
+from segment_sync.store import RedisProfileStore
+from tests.segment_sync.tracking_support import KEYS
 
 RULES = SignalRules()
 
@@ -84,3 +88,15 @@ def test_only_the_newest_links_are_mirrored() -> None:
     assert w.state("u:u").links == ["a:a2", "a:a3", "a:a4"]
     assert w.detached == {"a:a0", "a:a1"}
     assert w.resolve("a:a0") == "u:u", "a detached id still resolves"
+
+
+async def test_a_read_with_two_unlinked_ids_merges_them(redis: Redis) -> None:
+    store = RedisProfileStore(redis, KEYS)
+    await store.write(anonymous_id="a-x", signals={"dwell": {"sku-1": 20}, "visits": 2})
+    await store.write(user_id="u-x", audiences={"runners"}, signals={"dwell": {"sku-1": 15}})
+    merged = await store.read("u-x", "a-x")
+    assert merged is not None
+    assert merged.audiences == frozenset({"runners"})
+    assert merged.signals["dwell"] == {"sku-1": 35.0}
+    assert merged.signals["visits"] == 2
+    assert await store.read("u-nobody", "a-nobody") is None
