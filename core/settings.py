@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["BridgeBaseSettings", "ServiceSettings", "SettingsConfigDict", "StoreSettings"]
+__all__ = [
+    "BridgeBaseSettings",
+    "ServiceSettings",
+    "SettingsConfigDict",
+    "StoreSettings",
+    "base_url",
+]
+
+
+def base_url(value: str) -> str:
+    """Validate an http(s) base URL (no path, no query) and drop a trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if parts.path not in {"", "/"} or parts.query:
+        raise ValueError(f"{value!r} must be a base URL without path or query")
+    return value.rstrip("/")
 
 
 class BridgeBaseSettings(BaseSettings):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from core.settings import BridgeBaseSettings, SettingsConfigDict
+from core.settings import BridgeBaseSettings, SettingsConfigDict, base_url
 
 
 class ContentfulSettings(BridgeBaseSettings):
@@ -26,12 +24,7 @@ class ContentfulSettings(BridgeBaseSettings):
     @field_validator("cda_url", "preview_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        if parts.path not in {"", "/"} or parts.query:
-            raise ValueError(f"{value!r} must be a base URL without path or query")
-        return value.rstrip("/")
+        return base_url(value)
 
     @model_validator(mode="after")
     def _credentials_together(self) -> ContentfulSettings:

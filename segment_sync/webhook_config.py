@@ -6,11 +6,9 @@ runs only when both `SEGMENT_PROFILE_SPACE_ID` and `SEGMENT_PROFILE_TOKEN` are s
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from core.settings import BridgeBaseSettings, SettingsConfigDict
+from core.settings import BridgeBaseSettings, SettingsConfigDict, base_url
 
 
 class SegmentWebhookSettings(BridgeBaseSettings):
@@ -48,12 +46,7 @@ class SegmentWebhookSettings(BridgeBaseSettings):
     @field_validator("profile_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
-        if parts.path not in {"", "/"} or parts.query:
-            raise ValueError(f"{value!r} must be a base URL without path or query")
-        return value.rstrip("/")
+        return base_url(value)
 
     @field_validator("profile_space_id")
     @classmethod

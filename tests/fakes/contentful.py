@@ -19,7 +19,6 @@ import binascii
 import copy
 import json
 import re
-import sys
 import threading
 import uuid
 from collections import deque
@@ -27,12 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from itertools import accumulate
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from tests.fakes.loopback import FakeServer, LoopbackFake
 
 Item = dict[str, Any]
 EntityKind = Literal["Entry", "Asset"]
@@ -143,7 +143,7 @@ class _Cursor:
     initial: bool = False
 
 
-class FakeContentful:
+class FakeContentful(LoopbackFake):
     """Contentful's CDA for one space environment, served on 127.0.0.1 (a context manager).
 
     `pages` are the initial sync's pages (lists of raw CDA items, served with those boundaries);
@@ -179,8 +179,6 @@ class FakeContentful:
         self._requests: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @classmethod
     def from_sync_file(cls, path: Path | str, **options: Any) -> FakeContentful:
@@ -196,42 +194,11 @@ class FakeContentful:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> FakeContentful:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+    def _classes(self) -> tuple[type[FakeServer], type[BaseHTTPRequestHandler]]:
+        return _Server, _Handler
 
-    def stop(self) -> None:
+    def _release(self) -> None:
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeContentful:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, `http://127.0.0.1:PORT` (what `CONTENTFUL_CDA_URL` takes)."""
-        if self._server is None:
-            raise RuntimeError("FakeContentful is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- content --------------------------------------------------------------------------
 
@@ -423,15 +390,8 @@ _SYNC_TOKEN_ALONE = (
 )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(FakeServer):
     fake: FakeContentful
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet when a client gave up (timeout) before a delayed answer was written."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

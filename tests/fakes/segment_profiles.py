@@ -22,10 +22,11 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+
+from tests.fakes.loopback import FakeServer, LoopbackFake
 
 Body = dict[str, Any]
 
@@ -73,7 +74,7 @@ class _Profile:
     computed: set[str]
 
 
-class FakeProfileApi:
+class FakeProfileApi(LoopbackFake):
     """The Profile API of one space, served on 127.0.0.1 (a context manager).
 
     `page_size` caps every page below the requested `limit`, to exercise pagination.
@@ -91,47 +92,14 @@ class FakeProfileApi:
         self._lock = threading.Lock()
         self._gate = threading.Event()
         self._gate.set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> FakeProfileApi:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+    def _classes(self) -> tuple[type[FakeServer], type[BaseHTTPRequestHandler]]:
+        return _Server, _Handler
 
-    def stop(self) -> None:
+    def _release(self) -> None:
         self._gate.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeProfileApi:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, `http://127.0.0.1:PORT` (what `SEGMENT_PROFILE_URL` takes)."""
-        if self._server is None:
-            raise RuntimeError("FakeProfileApi is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # -- data, faults, inspection ---------------------------------------------------------
 
@@ -263,8 +231,7 @@ def _offset(token: str) -> int | None:
     return int(number) if kind == "o" and number.isdigit() else None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(FakeServer):
     fake: FakeProfileApi
 
 
