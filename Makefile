@@ -1,7 +1,7 @@
 UV := ./scripts/uv
 PORT ?= 8080
 
-.PHONY: install run test lint format bench fallback
+.PHONY: install run test lint format bench bench-all fallback
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -26,6 +26,12 @@ bench: install
 	@./scripts/need redis-server redis-server
 	@./scripts/need wrk wrk
 	$(UV) run --frozen python -m bench.assemble
+
+# The other benchmarks: webhook → visible latency, event ingest, slot decisions vs growthbook.
+bench-all: bench
+	$(UV) run --frozen python -m bench.webhook_latency
+	$(UV) run --frozen python -m bench.ingest
+	$(UV) run --frozen python -m bench.decisions
 
 fallback: install
 	$(UV) run --frozen python cli.py fallback export
