@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +50,17 @@ class Unauthorized(BridgeError):
 
 class ServiceUnavailable(BridgeError):
     status_code = 503
+
+
+def json_object(body: bytes, error: type[BridgeError]) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object; anything else raises `error`."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise error("the body must be a JSON object")
+    return document
 
 
 def error_response(status: int, error: str, detail: str) -> OrjsonResponse:

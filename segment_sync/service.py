@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -28,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.errors import json_object
 from core.redis import Keys
 from core.settings import StoreSettings
 from segment_sync import metrics
@@ -180,13 +180,7 @@ def _batch(document: dict[str, Any], now: float) -> tuple[list[Any], Received]:
 
 
 def _json(body: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidPayload(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InvalidPayload("the body must be a JSON object")
-    return document
+    return json_object(body, InvalidPayload)
 
 
 def _basic_user(authorization: str | None) -> bytes | None:

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
+from core.errors import json_object
 from integration.schemas import Entity, EntityKind, entity_key
 from webhooks.exceptions import InvalidPayload
 
@@ -99,13 +98,7 @@ def parse_topic(value: str | None) -> Topic:
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidPayload(f"body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidPayload("body must be a JSON object")
-    return payload
+    return json_object(body, InvalidPayload)
 
 
 def dedupe_id(headers: Mapping[str, str], body: bytes) -> str:
