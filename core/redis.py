@@ -31,6 +31,11 @@ class Keys:
         return f"{self.prefix}:content:entities"
 
     @property
+    def revisions(self) -> str:
+        """Entity key → rank of the last change applied (`2 * revision`, `+1` for a removal)."""
+        return f"{self.prefix}:content:revisions"
+
+    @property
     def locales(self) -> str:
         return f"{self.prefix}:content:locales"
 

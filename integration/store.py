@@ -117,6 +117,9 @@ class ContentStore:
                 )
             if changes.deletions:
                 pipe.hdel(keys.entities, *changes.deletions)
+            if changes.removal_ranks:
+                # What the sync deleted must not come back through a late, older webhook.
+                pipe.hset(keys.revisions, mapping=changes.removal_ranks)  # type: ignore[arg-type]
             if locales is not None:
                 pipe.set(keys.locales, encode_locales(locales))
             if token is not None:

@@ -56,7 +56,7 @@ class WebhookStore:
 
     @property
     def revisions_key(self) -> str:
-        return f"{self._keys.prefix}:content:revisions"
+        return self._keys.revisions
 
     def seen_key(self, dedupe_id: str) -> str:
         return f"{self._keys.prefix}:webhooks:contentful:seen:{dedupe_id}"

@@ -690,3 +690,17 @@ async def test_content_type_change_schedules_a_delta_sync(
         await eventually(synced)
     assert response.json()["status"] == "resync"
     assert delta_syncs(contentful) > before
+
+
+async def test_a_late_publish_cannot_resurrect_what_the_sync_deleted(
+    contentful: FakeContentful, redis: Redis, redis_server: RedisServer
+) -> None:
+    revision = demo_items()["hero-cart"]["sys"]["revision"]
+    async with running_app(synced_from(contentful, redis_server, 30)) as (app, client):
+        contentful.delete("hero-cart")
+        result = await app.state.runtime.sync.run()
+        late = await deliver(client, cma_entry("hero-cart", revision=revision, headline="Zombie"))
+        entity = await redis.hget("mbtest:content:entities", "Entry:hero-cart")
+    assert result.deletions == 1
+    assert late.json()["status"] == "stale"
+    assert entity is None
