@@ -30,9 +30,9 @@ from http.server import BaseHTTPRequestHandler
 from itertools import accumulate
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import urlencode
 
-from tests.fakes.loopback import FakeServer, LoopbackFake
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
 
 Item = dict[str, Any]
 EntityKind = Literal["Entry", "Asset"]
@@ -394,24 +394,9 @@ class _Server(FakeServer):
     fake: FakeContentful
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        response = self.server.fake.handle(parts.path, query, dict(self.headers.items()))
-        body = json.dumps(response.body).encode()
-        self.send_response(response.status)
-        headers = {"Content-Type": CONTENT_TYPE, "X-Contentful-Request-Id": uuid.uuid4().hex}
-        for name, value in {**headers, **response.headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request line on stderr."""
+class _Handler(JsonHandler):
+    def base_headers(self) -> dict[str, str]:
+        return {"Content-Type": CONTENT_TYPE, "X-Contentful-Request-Id": uuid.uuid4().hex}
 
 
 def _encode(cursor: _Cursor) -> str:

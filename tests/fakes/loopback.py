@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -75,3 +77,30 @@ class LoopbackFake:
             raise RuntimeError(f"{type(self).__name__} is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Answers GETs with what `server.fake.handle(path, query, headers)` returns, as JSON.
+
+    The fake's answer has `status`, `body` and `headers`; `base_headers` adds the provider's own.
+    """
+
+    server: FakeServer
+
+    def base_headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json"}
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        response = self.server.fake.handle(parts.path, query, dict(self.headers.items()))
+        body = json.dumps(response.body).encode()
+        self.send_response(response.status)
+        for name, value in {**self.base_headers(), **response.headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request line on stderr."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import threading
 import uuid
@@ -24,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode
 
-from tests.fakes.loopback import FakeServer, LoopbackFake
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
 
 Body = dict[str, Any]
 
@@ -235,21 +234,6 @@ class _Server(FakeServer):
     fake: FakeProfileApi
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        response = self.server.fake.handle(parts.path, query, dict(self.headers.items()))
-        body = json.dumps(response.body).encode()
-        self.send_response(response.status)
-        headers = {"Content-Type": "application/json", "Request-Id": str(uuid.uuid4())}
-        for name, value in {**headers, **response.headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request line on stderr."""
+class _Handler(JsonHandler):
+    def base_headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Request-Id": str(uuid.uuid4())}

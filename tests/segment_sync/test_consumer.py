@@ -20,25 +20,17 @@ from redis.asyncio import Redis
 from segment_sync.consumer import EventConsumer
 from segment_sync.exceptions import MessagesRejected
 from segment_sync.pipeline import enqueue, ensure_group
-from tests.segment_sync.tracking_support import KEYS, drained, events_settings, pending, profile
+from tests.segment_sync.tracking_support import (
+    KEYS,
+    drained,
+    events_settings,
+    pending,
+    profile,
+    views,
+)
 from tests.support.redis_server import RedisServer
 
 SETTINGS = events_settings(max_deliveries=2, consumer_batch_size=200)
-
-
-def views(
-    count: int, *, visitors: int = 25, products: int = 4, tag: str = "v"
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "track",
-            "event": "Product Viewed",
-            "anonymousId": f"{tag}{i % visitors}",
-            "messageId": f"{tag}-m{i}",
-            "properties": {"product_id": f"p{i % products}", "duration": 1},
-        }
-        for i in range(count)
-    ]
 
 
 def expected(events: list[dict[str, Any]]) -> Counter[tuple[str, str]]:

@@ -19,23 +19,10 @@ import orjson
 from redis.asyncio import Redis
 
 from tests.segment_sync.support import PREFIX, eventually
-from tests.segment_sync.tracking_support import KEYS, WRITE_KEY, bridge, drained, profile
+from tests.segment_sync.tracking_support import KEYS, WRITE_KEY, bridge, drained, profile, views
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def views(count: int, tag: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "track",
-            "event": "Product Viewed",
-            "anonymousId": f"{tag}{i % 30}",
-            "messageId": f"{tag}-{i}",
-            "properties": {"product_id": f"p{i % 5}", "duration": 1},
-        }
-        for i in range(count)
-    ]
 
 
 async def send(client: httpx.AsyncClient, events: list[dict[str, Any]], size: int = 250) -> None:
@@ -63,7 +50,7 @@ async def exactly_once(redis: Redis, events: list[dict[str, Any]]) -> None:
 async def test_restarting_the_service_loses_nothing(
     redis: Redis, redis_server: RedisServer
 ) -> None:
-    events = views(3000, "restart")
+    events = views(3000, visitors=30, products=5, tag="restart")
     async with bridge(redis_server.url, consumer_batch_size=10) as (_, client):
         await send(client, events[:2000])
     (group,) = await redis.xinfo_groups(KEYS.events_stream)
@@ -77,7 +64,7 @@ async def test_restarting_the_service_loses_nothing(
 async def test_killing_redis_connections_under_load_loses_nothing(
     redis: Redis, redis_server: RedisServer
 ) -> None:
-    events = views(3000, "killed")
+    events = views(3000, visitors=30, products=5, tag="killed")
     async with bridge(redis_server.url) as (_, client):
         for start in range(0, len(events), 500):
             await send(client, events[start : start + 500])
@@ -113,7 +100,7 @@ def worker(redis_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 async def test_worker_processes_killed_mid_stream_lose_nothing(
     redis: Redis, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    events = views(6000, "worker")
+    events = views(6000, visitors=30, products=5, tag="worker")
     log = tmp_path / "workers.log"
     async with bridge(redis_server.url, consumer_enabled=False) as (_, client):
         await send(client, events)

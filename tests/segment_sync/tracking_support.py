@@ -128,3 +128,19 @@ async def assemble(client: httpx.AsyncClient, **user: str) -> dict[str, dict[str
     response = await client.post("/v1/assemble", json={"template": "home", "user": user})
     assert response.status_code == 200, response.text
     return {slot["slot"]: slot for slot in response.json()["slots"]}
+
+
+def views(
+    count: int, *, visitors: int = 25, products: int = 4, tag: str = "v"
+) -> list[dict[str, Any]]:
+    """`count` "Product Viewed" tracks spread over visitors and products, unique messageIds."""
+    return [
+        {
+            "type": "track",
+            "event": "Product Viewed",
+            "anonymousId": f"{tag}{i % visitors}",
+            "messageId": f"{tag}-m{i}",
+            "properties": {"product_id": f"p{i % products}", "duration": 1},
+        }
+        for i in range(count)
+    ]
