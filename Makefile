@@ -1,7 +1,7 @@
 UV := ./scripts/uv
 PORT ?= 8080
 
-.PHONY: install run test lint format bench bench-all fallback
+.PHONY: install run test lint format bench bench-all fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -35,3 +35,11 @@ bench-all: bench
 
 fallback: install
 	$(UV) run --frozen python cli.py fallback export
+
+# A production install (no dev dependencies) in a throwaway environment imports the app and runs the CLI.
+check-prod:
+	@rm -rf .venv-prod
+	UV_PROJECT_ENVIRONMENT=.venv-prod $(UV) sync --frozen --no-dev --quiet
+	.venv-prod/bin/python -c "import app, cli; print('production install: app and cli import')"
+	.venv-prod/bin/python cli.py --help >/dev/null
+	@rm -rf .venv-prod
