@@ -91,7 +91,11 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
 async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
     names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized"}
-    return error_response(exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail))
+    response = error_response(
+        exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail)
+    )
+    response.headers.update(exc.headers or {})  # 405 carries `Allow`
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:
