@@ -53,7 +53,7 @@ from core.redis import Keys
 from integration.demo import DEMO_SPACE
 from integration.library import compile_library
 from integration.normalize import Changes, normalize_items
-from integration.store import ContentStore
+from integration.store import ContentStore, writes_of
 from tests.support.redis_server import free_port
 from webhooks.verification import sign_contentful
 
@@ -166,7 +166,7 @@ async def seed_and_time(redis_url: str, filler: int) -> tuple[int, dict[str, flo
         items = filler_items(filler)
         for start in range(0, filler, 1000):
             page = items[start : start + 1000]
-            await store.apply(Changes(upserts=normalize_items(page).upserts))
+            await store.write(writes_of(Changes(upserts=normalize_items(page).upserts)))
         loads, compiles, reads = [], [], []
         for _ in range(5):
             started = time.perf_counter()

@@ -59,6 +59,37 @@ class Keys:
     def content_channel(self) -> str:
         return f"{self.prefix}:content:changed"
 
+    @property
+    def written(self) -> str:
+        """Sorted set: entity key scored by the content version of its last applied write."""
+        return f"{self.prefix}:content:written"
+
+    @property
+    def epoch(self) -> str:
+        """Marker set with the first complete generation; its loss means the store lost data."""
+        return f"{self.prefix}:content:epoch"
+
+    @property
+    def generation(self) -> str:
+        """JSON of the live generation: id, when it was built, how many entities it holds."""
+        return f"{self.prefix}:content:generation"
+
+    @property
+    def sync_state(self) -> str:
+        """Hash: the running sync (if any), the last success and the last error."""
+        return f"{self.prefix}:content:sync_state"
+
+    def staged_entities(self, generation: str) -> str:
+        """A generation being built by a full sync; it expires if the sync dies."""
+        return f"{self.prefix}:content:staged:{generation}:entities"
+
+    def staged_ranks(self, generation: str) -> str:
+        return f"{self.prefix}:content:staged:{generation}:ranks"
+
+    def retired_entities(self, generation: str) -> str:
+        """Scratch name of the entities a generation switch replaces (unlinked at once)."""
+        return f"{self.prefix}:content:retired:{generation}"
+
     def profile(self, visitor_id: str) -> str:
         return f"{self.prefix}:{{v:{visitor_id}}}:profile"
 

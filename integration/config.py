@@ -17,6 +17,9 @@ class ContentfulSettings(BridgeBaseSettings):
     preview_token: SecretStr | None = None
     preview_url: str = "https://preview.contentful.com"
     sync_interval_seconds: float = Field(default=30.0, ge=0)
+    # The sync lease: renewed every third of its life while a sync runs, so a dead holder
+    # blocks the next sync for at most this long.
+    sync_lease_seconds: float = Field(default=15.0, ge=1)
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_wait_seconds: float = Field(default=60.0, gt=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -24,33 +24,81 @@ from core import metrics
 from core.redis import Keys
 from integration.exceptions import ContentfulError
 from integration.library import Library, compile_library
+from integration.metrics import LIBRARY_GENERATION_AGE, STORE_LOSSES, STORE_LOST
 from integration.schemas import Entity
-from integration.store import ContentChange, ContentStore, StoredContent, SyncLock
+from integration.store import ContentChange, ContentStore, Generation, StoredContent, SyncLock
 from integration.sync import SyncService, sync_once_locked
 
 log = structlog.get_logger()
 
 
 class LibraryHolder:
-    def __init__(self, store: ContentStore, *, link_depth: int) -> None:
+    """The live library of this replica, and the rules for replacing it.
+
+    It installs only complete generations (the store's epoch marker is set), and within one
+    epoch only a newer version. When the epoch marker disappears (the store lost its data) it
+    keeps serving what it has, reports `store_lost`, and calls `on_store_lost` once.
+    """
+
+    def __init__(
+        self,
+        store: ContentStore,
+        *,
+        link_depth: int,
+        on_install: Callable[[Library], None] | None = None,
+        on_store_lost: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._link_depth = link_depth
         self._lock = asyncio.Lock()
         self.library: Library | None = None
         self.loaded = asyncio.Event()
         self._content: StoredContent | None = None  # what `library` was compiled from
+        self.on_install = on_install
+        self.on_store_lost = on_store_lost
+        self.store_lost_since: float | None = None
+
+    @property
+    def epoch(self) -> str | None:
+        return self._content.epoch if self._content else None
+
+    @property
+    def generation(self) -> Generation | None:
+        return self._content.generation if self._content else None
 
     async def refresh(self, *, force: bool = False) -> bool:
-        """Recompile when the stored version differs from the live one; True when swapped."""
+        """Install the store's library when it is newer than the live one; True when swapped."""
         async with self._lock:
-            version = await self._store.version()
+            epoch, version = await self._store.head()
+            if epoch is None:
+                self._note_store_without_generation()
+                return False
             current = self.library
-            if not force and current is not None and current.version == version:
+            same_epoch = current is not None and epoch == self.epoch
+            if same_epoch and not force and current is not None and version <= current.version:
                 return False
-            if version == 0:
+            content = await self._store.load()
+            if content.epoch is None or (
+                same_epoch and current and content.version < current.version
+            ):
                 return False
-            await self._install(await self._store.load())
+            await self._install(content)
             return True
+
+    def _note_store_without_generation(self) -> None:
+        """No epoch marker: a fresh store (nothing to do) or one that lost its data."""
+        if self.epoch is None or self.store_lost_since is not None:
+            return
+        self.store_lost_since = time.time()
+        STORE_LOST.set(1)
+        STORE_LOSSES.inc()
+        log.error(
+            "library.store_lost",
+            detail="the store's epoch marker is gone; serving the last complete library",
+            version=self.library.version if self.library else None,
+        )
+        if self.on_store_lost is not None:
+            self.on_store_lost()
 
     async def patch(
         self, change: ContentChange, entities: Mapping[str, Entity | None] | None = None
@@ -83,8 +131,16 @@ class LibraryHolder:
         self.library = library
         self._content = content
         self.loaded.set()
+        if self.store_lost_since is not None and content.epoch is not None:
+            log.info("library.store_recovered", epoch=content.epoch, version=content.version)
+            self.store_lost_since = None
+            STORE_LOST.set(0)
         metrics.CONTENT_VERSION.set(library.version)
         metrics.LIBRARY_ISSUES.set(len(library.issues))
+        if content.generation is not None:
+            LIBRARY_GENERATION_AGE.set(content.generation.built_at)
+        if self.on_install is not None:
+            self.on_install(library)
 
     async def watch(self, redis: Redis, keys: Keys, poll_seconds: float) -> None:
         """Refresh on every "content changed" message, and at least every `poll_seconds`."""

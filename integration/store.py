@@ -1,22 +1,39 @@
-"""Redis persistence of the synced content: entities, locales, sync token, content version.
+"""Redis persistence of the synced content, and its one guarded writer.
 
-Each sync page is written in one MULTI/EXEC transaction together with its token and a version
-bump, so a crash between pages leaves a consistent store that resumes from the stored token.
+Every change to the live entities goes through `ContentStore.write` (a delta sync, a webhook) or
+`ContentStore.install` (a full sync's generation), both atomic server-side scripts
+(`integration/store_scripts.py`) that compare Contentful's `sys.revision` as a rank
+(`2 * revision`, `+1` for a removal) and never replace a newer rank with an older one.
+
+A full sync stages its pages under a generation of their own and switches the live set to it in
+one step once complete, so no replica ever sees a half-built library. A delta sync is written in
+one step at its end, with its token: a crash anywhere leaves the previous consistent state.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
+import structlog
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError
 
 from core.redis import Keys
+from integration import store_scripts
+from integration.metrics import CONTENT_WRITES_SKIPPED
 from integration.normalize import Changes
 from integration.schemas import Entity, Locale
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +45,8 @@ class StoredContent:
     locales: list[Locale] = field(default_factory=list)
     sync_token: str | None = None
     synced_at: float | None = None
+    epoch: str | None = None  # None: the store holds no complete generation
+    generation: Generation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +108,90 @@ def _text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+@dataclass(frozen=True, slots=True)
+class ContentWrite:
+    """One entity to store (`payload`, encoded) or remove (`payload is None`) at `rank`.
+
+    `rank` is `2 * sys.revision` (`+1` for a removal); 0 for a removal whose revision is
+    unknown, which removes whatever is stored.
+    """
+
+    key: str
+    rank: int
+    payload: bytes | None
+
+    @classmethod
+    def upsert(cls, entity: Entity) -> ContentWrite:
+        return cls(entity.key, 2 * entity.revision, orjson.dumps(entity.to_json()))
+
+    @classmethod
+    def removal(cls, key: str, rank: int | None) -> ContentWrite:
+        return cls(key, rank or 0, None)
+
+
+def writes_of(changes: Changes) -> list[ContentWrite]:
+    """The guarded writes of one sync page (or a whole delta)."""
+    writes = [ContentWrite.upsert(e) for e in changes.upserts]
+    writes.extend(ContentWrite.removal(k, changes.removal_ranks.get(k)) for k in changes.deletions)
+    return writes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What `ContentStore.write` did: `applied` keys moved `base` → `version`; `skipped` maps
+    each key it refused to the newer rank the store holds."""
+
+    status: str  # "applied", "unchanged" or "duplicate"
+    base: int
+    version: int
+    applied: tuple[str, ...] = ()
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def change(self) -> ContentChange:
+        return ContentChange(self.base, self.version, self.applied)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """A complete library the store holds: its id, when it was built, its size."""
+
+    id: str
+    built_at: float
+    entities: int
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"id": self.id, "builtAt": self.built_at, "entities": self.entities})
+
+    @classmethod
+    def decode(cls, raw: bytes | str | None) -> Generation | None:
+        if not raw:
+            return None
+        data = orjson.loads(raw)
+        return cls(str(data["id"]), float(data["builtAt"]), int(data.get("entities", 0)))
+
+
+@dataclass(frozen=True, slots=True)
+class InstallResult:
+    version: int
+    kept: int  # staged entities replaced by a newer live write (a webhook during the sync)
+    pruned: int  # live entities the space no longer has
+    epoch: str
+
+
+def new_generation_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+STAGING_TTL_SECONDS = 3600  # a staged generation whose sync died goes away by itself
+
+
 class ContentStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._write_script = redis.register_script(store_scripts.WRITE)
+        self._install_script = redis.register_script(store_scripts.INSTALL)
 
     @property
     def keys(self) -> Keys:
@@ -104,44 +203,93 @@ class ContentStore:
     async def version(self) -> int:
         return int(await self._redis.get(self._keys.version) or 0)
 
-    async def apply(
-        self, changes: Changes, *, token: str | None = None, locales: list[Locale] | None = None
-    ) -> int:
-        """Write one page atomically; bump and return the version when anything changed."""
-        keys = self._keys
+    async def head(self) -> tuple[str | None, int]:
+        """The store's epoch marker (None: no complete generation) and content version."""
+        epoch, version = await self._redis.mget(self._keys.epoch, self._keys.version)
+        return _text(epoch), int(version or 0)
+
+    async def write(
+        self,
+        writes: Sequence[ContentWrite],
+        *,
+        token: str | None = None,
+        locales: list[Locale] | None = None,
+        dedupe: tuple[str, int] | None = None,
+    ) -> WriteResult:
+        """Apply `writes` in one atomic step, each only if its rank is above the stored one.
+
+        With `token`, the sync token moves in the same step. With `dedupe` (key, ttl), the
+        whole write is refused as `duplicate` when the key exists, and sets it otherwise.
+        """
+        k = self._keys
+        dedupe_key, dedupe_ttl = dedupe or (f"{k.prefix}:content:no-dedupe", 0)
+        args: list[str | bytes | int] = [
+            k.content_channel,
+            token or "",
+            encode_locales(locales) if locales is not None else "",
+            repr(time.time()),
+            dedupe_ttl,
+        ]
+        for w in writes:
+            args.extend((w.key, w.rank, w.payload if w.payload is not None else b""))
+        keys = [k.entities, k.revisions, k.version, k.written, k.sync_token, k.locales]
+        raw = await self._write_script(keys=[*keys, k.synced_at, dedupe_key], args=args)
+        result = _write_result(raw)
+        if result.skipped:
+            CONTENT_WRITES_SKIPPED.inc(len(result.skipped))
+            log.info("content.write_skipped", entities=_sample(result.skipped))
+        return result
+
+    async def stage(self, generation: str, changes: Changes) -> None:
+        """Add one page of a full sync to a generation being built (invisible until installed)."""
+        entities, ranks = (
+            self._keys.staged_entities(generation),
+            self._keys.staged_ranks(generation),
+        )
         async with self._redis.pipeline(transaction=True) as pipe:
             if changes.upserts:
                 pipe.hset(
-                    keys.entities,
-                    mapping={e.key: orjson.dumps(e.to_json()) for e in changes.upserts},
+                    entities, mapping={e.key: orjson.dumps(e.to_json()) for e in changes.upserts}
                 )
+                pipe.hset(ranks, mapping={e.key: 2 * e.revision for e in changes.upserts})
             if changes.deletions:
-                pipe.hdel(keys.entities, *changes.deletions)
-            if changes.removal_ranks:
-                # What the sync deleted must not come back through a late, older webhook.
-                pipe.hset(keys.revisions, mapping=changes.removal_ranks)  # type: ignore[arg-type]
-            if locales is not None:
-                pipe.set(keys.locales, encode_locales(locales))
-            if token is not None:
-                pipe.set(keys.sync_token, token)
-                pipe.set(keys.synced_at, repr(time.time()))
-            bump = bool(changes) or locales is not None
-            if bump:
-                pipe.incr(keys.version)
-                pipe.publish(keys.content_channel, b"changed")
-            else:
-                pipe.get(keys.version)
-            results = await pipe.execute()
-        return int(results[-2] if bump else results[-1] or 0)
+                pipe.hdel(entities, *changes.deletions)
+                pipe.hdel(ranks, *changes.deletions)
+            pipe.expire(entities, STAGING_TTL_SECONDS)
+            pipe.expire(ranks, STAGING_TTL_SECONDS)
+            await pipe.execute()
+
+    async def load_staged(self, generation: str) -> dict[str, Entity]:
+        raw = await self._redis.hgetall(self._keys.staged_entities(generation))
+        return _decode_entities(raw.values())
+
+    async def discard(self, generation: str) -> None:
+        k = self._keys
+        await self._redis.unlink(k.staged_entities(generation), k.staged_ranks(generation))
+
+    async def install(
+        self, generation: Generation, *, since: int, token: str, locales: list[Locale] | None
+    ) -> InstallResult:
+        """Switch the live entities to a staged generation in one step.
+
+        What a webhook wrote with a newer rank, or wrote after `since` (the version when the
+        staging began), stays; what the generation lacks and nobody wrote since is pruned.
+        """
+        k, gen = self._keys, generation.id
+        keys = [k.entities, k.revisions, k.version, k.written, k.staged_entities(gen)]
+        keys += [k.staged_ranks(gen), k.sync_token, k.locales, k.synced_at, k.generation, k.epoch]
+        args: list[str | bytes | int] = [k.content_channel, since, token]
+        args += [encode_locales(locales) if locales is not None else "", repr(time.time())]
+        args += [generation.encode(), uuid.uuid4().hex]
+        raw = await self._install_script(keys=[*keys, k.retired_entities(gen)], args=args)
+        version, kept, pruned, epoch = raw
+        return InstallResult(int(version), int(kept), int(pruned), _text(epoch) or "")
 
     async def locales(self) -> list[Locale]:
         return decode_locales(await self._redis.get(self._keys.locales))
 
     async def entity_keys(self) -> set[str]:
         return {_text(k) or "" for k in await self._redis.hkeys(self._keys.entities)}
-
-    async def clear_token(self) -> None:
-        await self._redis.delete(self._keys.sync_token)
 
     async def load(self) -> StoredContent:
         keys = self._keys
@@ -151,17 +299,17 @@ class ContentStore:
             pipe.get(keys.locales)
             pipe.get(keys.sync_token)
             pipe.get(keys.synced_at)
-            version, raw_entities, raw_locales, token, synced_at = await pipe.execute()
-        entities = {}
-        for raw in raw_entities.values():
-            entity = Entity.from_json(orjson.loads(raw))
-            entities[entity.key] = entity
+            pipe.get(keys.epoch)
+            pipe.get(keys.generation)
+            version, raw_entities, raw_locales, token, synced_at, epoch, gen = await pipe.execute()
         return StoredContent(
             version=int(version or 0),
-            entities=entities,
+            entities=_decode_entities(raw_entities.values()),
             locales=decode_locales(raw_locales),
             sync_token=_text(token),
             synced_at=float(synced_at) if synced_at else None,
+            epoch=_text(epoch),
+            generation=Generation.decode(gen),
         )
 
     async def synced_at(self) -> float | None:
@@ -178,29 +326,102 @@ class ContentStore:
             for key, raw in zip(entity_keys, raws, strict=True)
         }
 
+    async def note_sync(self, **fields: str | float) -> None:
+        """Record the sync's state for every replica's `/readyz` (running, last ok, last error)."""
+        await self._redis.hset(
+            self._keys.sync_state, mapping={k: str(v) for k, v in fields.items()}
+        )
+
+    async def sync_state(self) -> dict[str, str]:
+        raw = await self._redis.hgetall(self._keys.sync_state)
+        return {_text(k) or "": _text(v) or "" for k, v in raw.items()}
+
+
+def _decode_entities(raws: Iterable[bytes | str]) -> dict[str, Entity]:
+    entities = {}
+    for raw in raws:
+        entity = Entity.from_json(orjson.loads(raw))
+        entities[entity.key] = entity
+    return entities
+
+
+def _write_result(raw: list[Any]) -> WriteResult:
+    status, base, version, *rest = (x.decode() if isinstance(x, bytes) else x for x in raw)
+    split = rest.index("|") if "|" in rest else len(rest)
+    applied = tuple(str(k) for k in rest[:split])
+    tail = rest[split + 1 :]
+    skipped = {str(tail[i]): int(tail[i + 1]) for i in range(0, len(tail), 2)}
+    return WriteResult(str(status), int(base), int(version), applied, skipped)
+
+
+def _sample(skipped: Mapping[str, int], limit: int = 10) -> list[str]:
+    return [f"{key}@{rank}" for key, rank in list(skipped.items())[:limit]]
+
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class SyncLock:
-    """A Redis lock with expiry so that one replica at a time runs the sync."""
+    """A lease so that one replica at a time runs the sync.
+
+    The lease is short (`ttl_seconds`) and renewed while the holder works, so a process that
+    dies (kill -9) blocks the next sync for at most one lease; only the owner (a token of its
+    own) can renew or release it, and a clean shutdown releases it at once.
+    """
 
     def __init__(self, redis: Redis, key: str, ttl_seconds: float) -> None:
         self._redis = redis
         self._key = key
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._owner = uuid.uuid4().hex
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    @property
+    def owner(self) -> str:
+        return self._owner
 
     async def acquire(self) -> bool:
         return bool(await self._redis.set(self._key, self._owner, nx=True, px=self._ttl_ms))
 
+    async def renew(self) -> bool:
+        """Extend the lease; False when it is no longer ours."""
+        return bool(await self._renew(keys=[self._key], args=[self._owner, self._ttl_ms]))
+
     async def release(self) -> None:
-        """Delete the lock only if we still own it (check-and-delete under WATCH)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        """Delete the lease only if we still own it."""
+        await self._release(keys=[self._key], args=[self._owner])
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[bool]:
+        """Hold the lease (renewed every third of its life) for the block; yields False and
+        holds nothing when another replica has it."""
+        if not await self.acquire():
+            yield False
+            return
+        renewer = asyncio.create_task(self._keep(), name="sync-lease")
+        try:
+            yield True
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(self.release())
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_ms / 3000)
             try:
-                await pipe.watch(self._key)
-                if _text(await pipe.get(self._key)) != self._owner:
-                    await pipe.reset()  # type: ignore[no-untyped-call]
+                if not await self.renew():
+                    log.error("contentful.sync.lease_lost", owner=self._owner)
                     return
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.delete(self._key)
-                await pipe.execute()
-            except WatchError:
-                return
+            except (RedisError, OSError) as exc:
+                log.warning("contentful.sync.lease_renew_failed", error=type(exc).__name__)

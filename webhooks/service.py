@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_fixed
 
@@ -24,7 +23,7 @@ from core.redis import Keys
 from integration.config import ContentfulSettings
 from integration.exceptions import ContentfulError
 from integration.service import LibraryHolder
-from integration.store import ContentChange
+from integration.store import ContentChange, ContentStore
 from integration.sync import SyncProgress
 from webhooks.config import DEMO_ENVIRONMENT, DEMO_SPACE_ID, ContentfulWebhookSettings
 from webhooks.exceptions import WebhookError
@@ -246,7 +245,7 @@ def build_contentful_webhooks(
     settings: ContentfulWebhookSettings,
     contentful: ContentfulSettings,
     *,
-    redis: Redis,
+    content: ContentStore,
     keys: Keys,
     holder: LibraryHolder,
     sync: SyncRun,
@@ -258,7 +257,7 @@ def build_contentful_webhooks(
     if not settings.enabled:
         log.info("webhook.contentful.disabled", detail="CONTENTFUL_WEBHOOK_SECRETS unset")
         return None
-    store = WebhookStore(redis, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
+    store = WebhookStore(content, keys, dedupe_ttl_seconds=settings.dedupe_ttl_seconds)
     resync = DebouncedResync(
         sync, delay=settings.resync_delay_seconds, max_delay=settings.resync_max_delay_seconds
     )

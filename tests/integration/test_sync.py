@@ -14,7 +14,6 @@ from core.redis import Keys
 from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
 from integration.exceptions import ContentfulRequestRejected
-from integration.normalize import Changes
 from integration.store import ContentStore, SyncLock
 from integration.sync import SyncService, sync_once_locked
 from tests.fakes.contentful import FakeContentful
@@ -159,7 +158,7 @@ async def test_only_one_replica_syncs_at_a_time(
 async def test_rejected_sync_token_falls_back_to_a_full_resync(store: ContentStore) -> None:
     with FakeContentful(pages=[cf_items()]) as fake:
         await SyncService(source_for(fake), store).run()
-        await store.apply(Changes(), token="expired-or-garbage")
+        await store.write([], token="expired-or-garbage")
         result = await SyncService(source_for(fake), store).run()
     assert result.mode == "full"
     assert result.upserts == 14

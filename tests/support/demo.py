@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from integration.normalize import Changes, normalize_items
+from integration.store import writes_of
 
 DEMO = Path(__file__).resolve().parents[2] / "templates" / "demo-space.json"
 
@@ -33,5 +34,5 @@ async def publish(app: FastAPI, *items: dict[str, Any], deletions: list[str] | N
     """Write items to the store as a sync page would, then make the app swap its library."""
     runtime = app.state.runtime
     changes = normalize_items(items)
-    await runtime.content.apply(Changes(changes.upserts, deletions or []))
+    await runtime.content.write(writes_of(Changes(changes.upserts, deletions or [])))
     await runtime.holder.refresh()
