@@ -18,6 +18,14 @@ class DecisionSettings(BridgeBaseSettings):
     state_ttl_days: int = Field(default=180, ge=1)
     """Visitor state (sticky assignments, caps) expires this long after its last write."""
 
+    # --- the hot path's store read
+    read_budget_seconds: float = Field(default=0.04, gt=0, le=1)
+    """Time an assemble waits for the profile and decision state; then it answers degraded."""
+    breaker_failures: int = Field(default=3, ge=1)
+    """Consecutive failed reads (budget spent, store refused) that open the breaker."""
+    breaker_open_seconds: float = Field(default=0.5, gt=0)
+    """While open, page views skip the store; then one probe at a time tries it again."""
+
     # --- conflict resolution among eligible variants of equal priority
     score_specificity_weight: float = Field(default=1.0, ge=0)
     score_recency_weight: float = Field(default=1.0, ge=0)

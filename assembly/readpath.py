@@ -6,13 +6,15 @@ profile and decision state live in the same cluster slot) the reads run as one `
 small read-only script that executes them and returns every reply; otherwise (two ids, or a
 store without scripting, like the embedded one) they go out in one write on one connection and
 the replies are read in order. Either way: one round trip, replies shaped as redis-py's
-callbacks shape them (`HGETALL` → dict). Errors drop the connection, so no reply is left unread.
+callbacks shape them (`HGETALL` → dict). Errors and cancels (the caller's time budget ran out)
+drop the connection, so no reply is left unread on a connection that is used again.
 The connections are the reader's own (`OneRoundTrip`), to skip the pool's per-command costs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -20,8 +22,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 log = structlog.get_logger()
 
@@ -82,9 +83,10 @@ class OneRoundTrip:
 
     redis-py's pool spends more client CPU per command than the round trip itself (a lock,
     a health probe, bookkeeping on take and release). A connection here is only ever put back
-    after every reply was read, so it needs no probe; one that fails is dropped, and a failure
-    on a reused connection (a restarted server) drops the idle ones and retries once on a new
-    one. At most `limit` connections are kept idle; `aclose` closes them.
+    after every reply was read, so it needs no probe; one that fails or is cancelled is
+    dropped. A connection error on a reused connection (a restarted server closed it) drops
+    the idle ones and sends the batch again on a new one; a timeout is never retried. At most
+    `limit` connections are kept idle; `aclose` closes them.
     """
 
     def __init__(self, redis: Redis, *, limit: int = 64) -> None:
@@ -98,25 +100,34 @@ class OneRoundTrip:
         connection = self._idle.pop() if reused else self._new()
         try:
             replies = await self._on(connection, batch)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            await connection.disconnect()
+        except (RedisConnectionError, OSError):
+            await _discard(connection)
             if not reused:
                 raise
-            await self._drop_idle()  # the server went away: every idle connection is stale
+            # The server closed the idle connection (a restart): the command never reached
+            # it, so it is sent again, once, on a new connection, inside the caller's budget.
+            await self._drop_idle()
             connection = self._new()
             try:
                 replies = await self._on(connection, batch)
             except BaseException:
-                await connection.disconnect()
+                await _discard(connection)
                 raise
         except BaseException:
-            await connection.disconnect()
+            # A timeout, or a cancel (the caller's budget ran out) mid-read: a reply may still
+            # be on its way, and the next command on this connection would read it as its own.
+            await _discard(connection)
             raise
         if len(self._idle) < self._limit:
             self._idle.append(connection)
         else:
             await connection.disconnect()
         return [_shape(reply, shape) for reply, shape in zip(replies, batch.shapes, strict=True)]
+
+    @property
+    def idle(self) -> int:
+        """Connections kept for reuse (every one of them with no reply left unread)."""
+        return len(self._idle)
 
     def _new(self) -> Any:
         return self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
@@ -154,6 +165,12 @@ class OneRoundTrip:
         self.scripting = False
         log.info("assembly.read_path.no_scripting", detail="reads go out as one pipelined write")
         return await _pipelined(connection, batch.commands)
+
+
+async def _discard(connection: Any) -> None:
+    """Close a connection that must never be reused, without waiting on a hung server."""
+    with contextlib.suppress(RedisError, OSError):
+        await connection.disconnect(nowait=True)
 
 
 async def _call(connection: Any, command: tuple[Any, ...]) -> Any:

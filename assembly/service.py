@@ -2,15 +2,16 @@
 
 The only outside call is one pipelined Redis read of the visitor's profile and decision state
 (sticky assignments, frequency counts, session marks). When it fails the answer is still
-complete (request context only) and marked `degraded`; while the store keeps failing, a short
-circuit breaker skips it so page views don't wait on timeouts. The writes a page view causes go
-to the off-path writer. When no library is live, the bundled fallback library answers, also
-`degraded`.
+complete (request context only) and marked `degraded`. The read has a time budget
+(`DECISIONS_READ_BUDGET_SECONDS`): a hung store costs a page view at most that, and while the
+store keeps failing a circuit breaker skips it (one probe at a time) so page views don't wait.
+The writes a page view causes go to the off-path writer. When no library is live, the bundled
+fallback library answers, also `degraded`.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
+from assembly.breaker import Breaker
 from assembly.config import DecisionSettings
 from assembly.decision import Decision
 from assembly.engine import DecisionEngine
@@ -36,18 +38,24 @@ log = structlog.get_logger()
 
 
 class ProfileBreaker:
-    """Reads profile and decision state; after a store failure, skips the store for a while."""
+    """Reads profile and decision state within a time budget, behind a circuit breaker.
+
+    The read gets `budget_seconds`; when it runs out (a hung store) or fails, the page view
+    answers without the store, at once. No retry here: the breaker (`assembly.breaker`) opens
+    after a few consecutive failures and then lets one probe through at a time.
+    """
 
     def __init__(
         self,
         reader: VisitorReader,
         *,
-        open_seconds: float = 1.0,
+        budget_seconds: float = 0.04,
+        breaker: Breaker | None = None,
         on_miss: Callable[[str], None] | None = None,
     ) -> None:
         self._reader = reader
-        self._open_seconds = open_seconds
-        self._open_until = 0.0
+        self.budget_seconds = budget_seconds
+        self.breaker = breaker or Breaker()
         self.on_miss = on_miss
 
     async def read(self, request: AssembleRequest) -> tuple[Profile | None, DecisionState, bool]:
@@ -55,14 +63,21 @@ class ProfileBreaker:
         user = request.user
         if user.id is None and user.anonymousId is None:
             return None, EMPTY_STATE, True
-        if time.monotonic() < self._open_until:
+        if not self.breaker.acquire():
             return None, EMPTY_STATE, False
         try:
-            profile, state = await self._reader.read(user.id, user.anonymousId, request.sessionId)
-        except (RedisError, OSError) as exc:
-            self._open_until = time.monotonic() + self._open_seconds
-            log.warning("assembly.profile_unavailable", error=type(exc).__name__, detail=str(exc))
+            async with asyncio.timeout(self.budget_seconds):
+                profile, state = await self._reader.read(
+                    user.id, user.anonymousId, request.sessionId
+                )
+        except (TimeoutError, RedisError, OSError) as exc:
+            cause = "budget" if type(exc) is TimeoutError else type(exc).__name__
+            self.breaker.failure(cause)
             return None, EMPTY_STATE, False
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.success()
         if profile is None and user.id is not None and self.on_miss is not None:
             self.on_miss(user.id)  # must not block: schedules a background pull
         return profile, state, True
@@ -79,10 +94,17 @@ class AssemblyService:
         engine: DecisionEngine | None = None,
     ) -> None:
         self._libraries = libraries
-        self.profiles = ProfileBreaker(reader)
         self._fallback = fallback
         self.clock = clock
         self.engine = engine or DecisionEngine(DecisionSettings())
+        settings = self.engine.settings
+        self.profiles = ProfileBreaker(
+            reader,
+            budget_seconds=settings.read_budget_seconds,
+            breaker=Breaker(
+                threshold=settings.breaker_failures, open_seconds=settings.breaker_open_seconds
+            ),
+        )
 
     async def assemble(self, request: AssembleRequest) -> bytes:
         if request.preview:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import fakeredis
+import contextlib
+import socket
+import subprocess
+import time
+
 from redis.asyncio import Redis
 
 from assembly.readpath import SHA, OneRoundTrip, RawCommands
@@ -51,16 +55,51 @@ async def test_reads_across_slots_are_pipelined(redis: Redis) -> None:
     await reads.aclose()
 
 
+class NoScripting(RedisServer):
+    """A real redis-server whose EVAL and EVALSHA are renamed away (as some managed stores do)."""
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--rename-command",
+                "EVALSHA",
+                "",
+                "--rename-command",
+                "EVAL",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(500):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
+                return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server without scripting did not start")
+
+
 async def test_a_store_without_scripting_falls_back_for_good() -> None:
-    embedded = fakeredis.FakeAsyncRedis()
-    await seed(embedded)
-    reads = OneRoundTrip(embedded)
-    commands = batch("p:{v:u:1}:decisions", "p:{v:u:1}:other")
-    assert await reads.run(commands) == EXPECTED
-    assert reads.scripting is False
-    assert await reads.run(commands) == EXPECTED
-    await reads.aclose()
-    await embedded.aclose()
+    own = NoScripting()
+    own.start()
+    try:
+        client = Redis.from_url(own.url)
+        await seed(client)
+        reads = OneRoundTrip(client)
+        commands = batch("p:{v:u:1}:decisions", "p:{v:u:1}:other")
+        assert await reads.run(commands) == EXPECTED
+        assert reads.scripting is False
+        assert await reads.run(commands) == EXPECTED
+        await reads.aclose()
+        await client.aclose()
+    finally:
+        own.stop()
 
 
 async def test_a_restarted_server_costs_one_retry_not_an_error() -> None:
