@@ -17,6 +17,8 @@ its documented algorithm and its conformance cases (``tests/assembly/test_bucket
 * ``in_namespace(hash_value, (namespace_id, start, end))``: mutual exclusion between experiments,
   using a version-1 hash seeded with ``"__" + namespace_id``.
 * ``get_equal_weights(n)``: ``n`` weights of ``1 / n`` (none when ``n <= 0``).
+* ``weights_valid(n, weights)``: whether GrowthBook buckets on ``weights`` as given (one finite,
+  non-negative weight per variation, summing to 1 within 0.01) rather than an equal split.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "get_equal_weights",
     "in_namespace",
     "in_range",
+    "weights_valid",
 ]
 
 _FNV_OFFSET_BASIS: Final = 0x811C9DC5
@@ -43,6 +46,7 @@ _UINT32_MASK: Final = 0xFFFFFFFF
 _LAZY_REDUCTION_UNITS: Final = 64
 _MIN_WEIGHT_SUM: Final = 0.99
 _MAX_WEIGHT_SUM: Final = 1.01
+WEIGHT_SUM_RANGE: Final = (_MIN_WEIGHT_SUM, _MAX_WEIGHT_SUM)
 
 
 def _utf16_code_units(text: str) -> bytes | array[int]:
@@ -129,14 +133,21 @@ def _clamp_coverage(coverage: float) -> float:
 
 def _valid_weights(num_variations: int, weights: Sequence[float] | None) -> Sequence[float]:
     """``weights`` if one per variation summing to 1 (within 0.01), else equal weights."""
-    if weights is None or len(weights) != num_variations:
-        return get_equal_weights(num_variations)
-    total = 0.0
-    for weight in weights:  # left to right, as JavaScript's reduce (no compensated summation)
-        total += weight
-    if total < _MIN_WEIGHT_SUM or total > _MAX_WEIGHT_SUM:
+    if weights is None or not weights_valid(num_variations, weights):
         return get_equal_weights(num_variations)
     return weights
+
+
+def weights_valid(num_variations: int, weights: Sequence[float]) -> bool:
+    """One finite, non-negative weight per variation, summing to 1 within 0.01 (GrowthBook)."""
+    if len(weights) != num_variations:
+        return False
+    total = 0.0
+    for weight in weights:  # left to right, as JavaScript's reduce (no compensated summation)
+        if not 0 <= weight < float("inf"):
+            return False
+        total += weight
+    return _MIN_WEIGHT_SUM <= total <= _MAX_WEIGHT_SUM
 
 
 def in_range(n: float, bucket_range: tuple[float, float]) -> bool:

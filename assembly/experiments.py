@@ -1,8 +1,11 @@
 """Experiments: GrowthBook bucketing, sticky assignment, rollout splits, conversion attribution.
 
-Arm 0 is the control, served as the slot's baseline; arm i is the i-th variant of the experiment
-in the slot. A visitor's first arm is stored (`a:<key>` in the visitor's decision state) and
-served from then on: changing weights or coverage moves nobody already assigned. A stopped
+An arm is identified by its variant key (`control` for the slot's baseline). Its position, arm 0
+for the control and arm i for the i-th arm in the slot's `variants` list as the editor arranged
+it (`integration.model.Arms`), is what bucketing and `winner` use, exactly as GrowthBook's
+`run` does with the same variations, weights, seed, coverage and hash attribute. A visitor's
+first arm is stored by key (`a:<key>` in the visitor's decision state) and served from then on:
+changing weights, coverage or the order of the list moves nobody already assigned. A stopped
 experiment, or one with a `winner`, serves the winner (or the baseline) to everyone who reaches
 it. Visitors outside coverage or the namespace get the baseline and are not counted.
 """
@@ -14,32 +17,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from assembly.bucketing import choose_variation, gb_hash, get_bucket_ranges, in_namespace
+from assembly.bucketing import choose_variation, gb_hash, in_namespace
 from assembly.decision import Decision, TestEntry
 from assembly.scoring import timestamp
 from assembly.state import Assignment, DecisionState, Exposure, TestMeta
 from assembly.visitor import Visitor
-from integration.model import Experiment, Variant
+from integration.model import CONTROL, Arms, Experiment, Variant
 
-CONTROL = "control"
 HOLDOUT = "holdout"
 CONVERSION_SKEW_SECONDS = 300.0  # client clocks: a conversion may look this much older
 
 
-def assign(
-    experiment: Experiment,
-    arms: tuple[Variant, ...],
-    visitor: Visitor,
-    state: DecisionState,
-    slot: str,
-    now: float,
-) -> Decision:
+def assign(arms: Arms, visitor: Visitor, state: DecisionState, slot: str, now: float) -> Decision:
+    experiment = arms.experiment
     key = experiment.key
     if experiment.status == "stopped" or experiment.winner is not None:
-        return _winner(experiment, arms)
+        return _winner(arms)
     sticky = state.assignment(key)
     if sticky is not None:
-        return _sticky(experiment, arms, sticky, slot)
+        return _sticky(arms, sticky, slot)
     value = visitor.hash_value(experiment.hash_attribute)
     if value is None:
         return Decision("baseline", f"experiment {key}: no {experiment.hash_attribute} to bucket")
@@ -47,94 +43,60 @@ def assign(
     if ns is not None and not in_namespace(value, (ns.id, ns.start, ns.end)):
         return Decision("baseline", f"experiment {key}: outside namespace {ns.id}")
     bucket = gb_hash(experiment.seed, value, 2)
-    ranges = get_bucket_ranges(len(arms) + 1, experiment.coverage, _weights(experiment, arms))
-    index = -1 if bucket is None else choose_variation(bucket, ranges)
+    index = -1 if bucket is None else choose_variation(bucket, arms.ranges)
     if index < 0:
         return Decision("baseline", f"experiment {key}: outside coverage")
-    variant = arms[index - 1].key if index else CONTROL
-    assignment = Assignment(index, variant, experiment.goal_event, now)
-    return _arm(experiment, arms, assignment, slot, new=True)
+    label = arms.variants[index - 1].key if index else CONTROL
+    return _arm(arms, index, Assignment(index, label, experiment.goal_event, now), slot, new=True)
 
 
-def _sticky(
-    experiment: Experiment, arms: tuple[Variant, ...], sticky: Assignment, slot: str
-) -> Decision:
-    key = experiment.key
-    if sticky.variant == CONTROL:
-        index = 0
-    else:
-        index = next((i for i, a in enumerate(arms, 1) if a.key == sticky.variant), -1)
+def _sticky(arms: Arms, sticky: Assignment, slot: str) -> Decision:
+    index = arms.index(sticky.variant)
     if index < 0:
+        key = arms.experiment.key
         return Decision("baseline", f"experiment {key}: assigned arm {sticky.variant} is gone")
-    if index != sticky.arm:
-        sticky = Assignment(index, sticky.variant, sticky.goal, sticky.at)
-    return _arm(experiment, arms, sticky, slot, new=False)
+    return _arm(arms, index, sticky, slot, new=False)
 
 
-def _arm(
-    experiment: Experiment,
-    arms: tuple[Variant, ...],
-    assignment: Assignment,
-    slot: str,
-    *,
-    new: bool,
-) -> Decision:
-    index = assignment.arm
-    label = CONTROL if index == 0 else arms[index - 1].key
-    notes = [CONTROL] if index == 0 else []
-    if not new:
-        notes.append("sticky")
-    reason = f"experiment {experiment.key} arm {index}"
-    if notes:
-        reason = f"{reason} ({', '.join(notes)})"
-    exposure = Exposure(experiment.key, index, label, slot, experiment_meta(experiment, arms))
+def _arm(arms: Arms, index: int, assignment: Assignment, slot: str, *, new: bool) -> Decision:
+    experiment = arms.experiment
+    label = assignment.variant
+    reason = f"experiment {experiment.key} arm {label}" + ("" if new else " (sticky)")
+    exposure = Exposure(experiment.key, index, label, slot, experiment_meta(arms))
     return Decision(
         "experiment",
         reason,
-        arms[index - 1] if index else None,
+        arms.variants[index - 1] if index else None,
         {"key": experiment.key, "arm": index, "variant": label},
         (TestEntry(exposure, assignment, new=new, overwrite=False),),
         f"exp:{experiment.key}",
     )
 
 
-def _weights(experiment: Experiment, arms: tuple[Variant, ...]) -> list[float] | None:
-    weights = [experiment.control_weight, *(a.weight for a in arms)]
-    if any(w is None for w in weights):
-        return None
-    total = sum(w for w in weights if w is not None)
-    return [w / total for w in weights if w is not None] if total > 0 else None
-
-
-def experiment_meta(experiment: Experiment, arms: tuple[Variant, ...]) -> TestMeta:
-    """Arms and the shares the split intends (GrowthBook's equal-weight fallback included)."""
-    return _meta(experiment, tuple(a.key for a in arms), tuple(a.weight for a in arms))
+def experiment_meta(arms: Arms) -> TestMeta:
+    """Arms by key in list order, and the shares bucketing uses (equal when the weights are not)."""
+    return _meta(arms.experiment, arms.labels, arms.weights)
 
 
 @lru_cache(maxsize=1024)
-def _meta(
-    experiment: Experiment, keys: tuple[str, ...], weights: tuple[float | None, ...]
-) -> TestMeta:
-    given = [experiment.control_weight, *weights]
-    valid = None
-    if all(w is not None for w in given):
-        total = sum(w for w in given if w is not None)
-        valid = [w / total for w in given if w is not None] if total > 0 else None
-    ranges = get_bucket_ranges(len(keys) + 1, 1.0, valid)
-    shares = tuple(round(end - start, 10) for start, end in ranges)
-    return TestMeta("experiment", (CONTROL, *keys), shares, experiment.goal_event)
+def _meta(experiment: Experiment, labels: tuple[str, ...], weights: tuple[float, ...]) -> TestMeta:
+    shares = tuple(round(w, 10) for w in weights)
+    return TestMeta("experiment", labels, shares, experiment.goal_event)
 
 
-def _winner(experiment: Experiment, arms: tuple[Variant, ...]) -> Decision:
-    key = experiment.key
-    winner = experiment.winner
+def _winner(arms: Arms) -> Decision:
+    experiment = arms.experiment
+    key, winner = experiment.key, experiment.winner
     state = "stopped" if experiment.status == "stopped" else "decided"
-    if winner is not None and 1 <= winner <= len(arms):
+    if winner is not None and 1 <= winner <= len(arms.variants):
+        variant = arms.variants[winner - 1]
         return Decision(
-            "variant", f"experiment {key} {state}: winner arm {winner}", arms[winner - 1]
+            "variant", f"experiment {key} {state}: winner {variant.key} (arm {winner})", variant
         )
     if winner == 0:
-        return Decision("baseline", f"experiment {key} {state}: winner arm 0 ({CONTROL})")
+        return Decision("baseline", f"experiment {key} {state}: winner {CONTROL} (arm 0)")
+    if winner is not None:
+        return Decision("baseline", f"experiment {key} {state}: winner {winner} is no arm")
     return Decision("baseline", f"experiment {key} is {experiment.status}")
 
 

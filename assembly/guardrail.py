@@ -1,11 +1,12 @@
 """The rollout guardrail: switch a rolled-out variant off when it converts significantly worse.
 
 A rollout with a share in (0, 1) is measured as a test (`rollout:<variant>`): visitors who saw
-the variant (arm 1) against visitors who qualified but were held out by the share (arm 0, what
-they got instead). Conversions are the `DECISIONS_GUARDRAIL_GOAL_EVENT` track event. Once both
-groups have `guardrail_min_sample` visitors and the one-sided p-value of "the variant converts
-worse" is below `guardrail_alpha`, the variant gets an admin kill switch by `guardrail` (logged,
-audited, listed in `/admin/kill-switches` and `/admin/rollouts`). It trips once per rollout.
+the variant (arm 1, counted under the variant key) against visitors who qualified but were held
+out by the share (arm 0, counted as `holdout`: what they got instead). Conversions are the
+`DECISIONS_GUARDRAIL_GOAL_EVENT` track event. Once both groups have `guardrail_min_sample`
+visitors and the one-sided p-value of "the variant converts worse" is below `guardrail_alpha`,
+the variant gets an admin kill switch by `guardrail` (logged, audited, listed in
+`/admin/kill-switches` and `/admin/rollouts`). It trips once per rollout.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 
 from assembly import metrics
 from assembly.config import DecisionSettings
-from assembly.experiments import measured_rollout, rollout_test
+from assembly.experiments import HOLDOUT, measured_rollout, rollout_test
 from assembly.killswitch import KillSwitch, KillSwitchStore
 from assembly.stats import one_sided_worse_p, rate
 from assembly.store import TestCounts, read_counts, test_key
@@ -49,9 +50,14 @@ def rollout_variants(library: Library) -> Iterator[tuple[str, Variant]]:
                 yield slot.key, variant
 
 
-def judge(counts: TestCounts, settings: DecisionSettings) -> Verdict:
-    held_n, held_c = counts.visitors.get(0, 0), counts.conversions.get(0, 0)
-    in_n, in_c = counts.visitors.get(1, 0), counts.conversions.get(1, 0)
+def _group(counts: TestCounts, label: str) -> tuple[int, int]:
+    """(visitors, conversions) of one side of the rollout."""
+    return counts.visitors.get(label, 0), counts.conversions.get(label, 0)
+
+
+def judge(counts: TestCounts, variant: Variant, settings: DecisionSettings) -> Verdict:
+    held_n, held_c = _group(counts, HOLDOUT)
+    in_n, in_c = _group(counts, variant.key)
     p = one_sided_worse_p(held_c, held_n, in_c, in_n)
     if counts.guardrail is not None:
         return Verdict("tripped", p)
@@ -64,10 +70,10 @@ def describe(
     slot: str, variant: Variant, counts: TestCounts, settings: DecisionSettings
 ) -> dict[str, Any]:
     """One rollout as `/admin/rollouts` shows it."""
-    verdict = judge(counts, settings)
+    verdict = judge(counts, variant, settings)
 
-    def group(arm: int) -> dict[str, Any]:
-        n, c = counts.visitors.get(arm, 0), counts.conversions.get(arm, 0)
+    def group(label: str) -> dict[str, Any]:
+        n, c = _group(counts, label)
         return {"visitors": n, "conversions": c, "rate": rate(c, n)}
 
     return {
@@ -75,8 +81,8 @@ def describe(
         "slot": slot,
         "share": variant.rollout,
         "goalEvent": settings.guardrail_goal_event,
-        "rolledOut": group(1),
-        "heldOut": group(0),
+        "rolledOut": group(variant.key),
+        "heldOut": group(HOLDOUT),
         "pValueWorse": verdict.p_value,
         "status": verdict.status,
         "minSample": settings.guardrail_min_sample,
@@ -98,7 +104,7 @@ async def check_rollouts(
     tripped = []
     for _, variant in rollout_variants(library):
         counts = await read_counts(redis, keys, rollout_test(variant))
-        verdict = judge(counts, settings)
+        verdict = judge(counts, variant, settings)
         if verdict.status != "worse":
             continue
         await _trip(redis, keys, switches, variant, counts, verdict)
@@ -114,11 +120,12 @@ async def _trip(
     counts: TestCounts,
     verdict: Verdict,
 ) -> None:
-    held = rate(counts.conversions.get(0, 0), counts.visitors.get(0, 0)) or 0.0
-    rolled = rate(counts.conversions.get(1, 0), counts.visitors.get(1, 0)) or 0.0
+    held_n, held_c = _group(counts, HOLDOUT)
+    in_n, in_c = _group(counts, variant.key)
+    held, rolled = rate(held_c, held_n) or 0.0, rate(in_c, in_n) or 0.0
     reason = (
         f"conversion {rolled:.2%} rolled out vs {held:.2%} held out "
-        f"(visitors {counts.visitors.get(1, 0)}/{counts.visitors.get(0, 0)}, "
+        f"(visitors {in_n}/{held_n}, "
         f"one-sided p={verdict.p_value:.2g})"
     )
     now = time.time()

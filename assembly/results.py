@@ -1,4 +1,8 @@
-"""Experiment results: the counters of a test, read as statistics (admin API and CLI)."""
+"""Experiment results: the counters of a test, read as statistics (admin API and CLI).
+
+Rows are per arm label (the variant key, `control` for the baseline): they stay exact when arms
+are republished, reordered or reweighted, because the counters are kept by label too.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from assembly.stats import chance_to_beat, rate, relative_uplift, srm, two_sided
 from assembly.store import TestCounts, read_counts
 from core.redis import Keys
 from integration.library import Library, compile_library
-from integration.model import Experiment
+from integration.model import CONTROL, Experiment
 from integration.store import ContentStore
 
 
@@ -25,11 +29,9 @@ def find_experiment(library: Library | None, key: str) -> tuple[Experiment, Test
     if library is None:
         return None
     for slot in library.slots.values():
-        arms = tuple(v for v in slot.variants if v.experiment and v.experiment.key == key)
-        if arms:
-            experiment = arms[0].experiment
-            assert experiment is not None
-            return experiment, experiment_meta(experiment, arms)
+        arms = slot.arms.get(key)
+        if arms is not None:
+            return arms.experiment, experiment_meta(arms)
     return None
 
 
@@ -40,10 +42,10 @@ async def experiment_results(
     found = find_experiment(library, key)
     if found is None and counts.empty:
         raise ExperimentNotFound(f"no experiment {key!r} in the library and no data recorded")
-    meta = counts.meta or (found[1] if found else None)
-    if meta is None:  # data without metadata: arms as recorded
-        arms = max([*counts.visitors, *counts.conversions, 0]) + 1
-        meta = TestMeta("experiment", tuple(f"arm {i}" for i in range(arms)), (1.0,) * arms, None)
+    meta = found[1] if found else counts.meta
+    if meta is None:  # data without metadata: the arms as recorded, equal shares
+        labels = tuple(counts.labels)
+        meta = TestMeta("experiment", labels, (1 / max(len(labels), 1),) * len(labels), None)
     return results_document(key, counts, meta, found[0] if found else None, settings)
 
 
@@ -54,31 +56,19 @@ def results_document(
     experiment: Experiment | None,
     settings: DecisionSettings,
 ) -> dict[str, Any]:
-    visitors = [counts.visitors.get(i, 0) for i in range(len(meta.arms))]
-    conversions = [counts.conversions.get(i, 0) for i in range(len(meta.arms))]
+    """One row per arm by variant key: the current arms in list order (`arm` is the position),
+    then arms no longer in the split that still have data (`arm: null`, no weight)."""
+    current = list(meta.arms)
+    retired = [label for label in counts.labels if label not in current]
+    control = current[0] if current else CONTROL
+    c_0, n_0 = counts.conversions.get(control, 0), counts.visitors.get(control, 0)
     arms = []
-    for i, name in enumerate(meta.arms):
-        n, c = visitors[i], conversions[i]
-        row: dict[str, Any] = {
-            "arm": i,
-            "variant": name,
-            "weight": meta.weights[i] if i < len(meta.weights) else None,
-            "exposures": n,
-            "sessions": counts.sessions.get(i, 0),
-            "conversions": c,
-            "rate": rate(c, n),
-        }
-        if i > 0:
-            uplift = relative_uplift(conversions[0], visitors[0], c, n)
-            row["uplift"] = (
-                None
-                if uplift is None
-                else {"relative": uplift.relative, "ci95": [uplift.low, uplift.high]}
-            )
-            row["pValue"] = two_sided_p(conversions[0], visitors[0], c, n)
-            row["chanceToBeatControl"] = chance_to_beat(conversions[0], visitors[0], c, n)
-        arms.append(row)
-    ratio = srm(visitors, meta.weights)
+    for label in (*current, *retired):
+        position = current.index(label) if label in current else None
+        weight = meta.weights[position] if position is not None else None
+        arms.append(_row(label, position, weight, counts, (c_0, n_0)))
+    visitors = [counts.visitors.get(label, 0) for label in current]
+    ratio = srm(visitors, meta.weights[: len(current)])
     return {
         "experiment": key,
         "status": experiment.status if experiment else None,
@@ -92,6 +82,35 @@ def results_document(
             "expected": list(ratio.expected) if ratio else None,
         },
     }
+
+
+def _row(
+    label: str,
+    position: int | None,
+    weight: float | None,
+    counts: TestCounts,
+    control: tuple[int, int],
+) -> dict[str, Any]:
+    n, c = counts.visitors.get(label, 0), counts.conversions.get(label, 0)
+    row: dict[str, Any] = {
+        "arm": position,
+        "variant": label,
+        "weight": weight,
+        "exposures": n,
+        "sessions": counts.sessions.get(label, 0),
+        "conversions": c,
+        "rate": rate(c, n),
+    }
+    if position == 0:
+        return row
+    c_0, n_0 = control
+    uplift = relative_uplift(c_0, n_0, c, n)
+    row["uplift"] = (
+        None if uplift is None else {"relative": uplift.relative, "ci95": [uplift.low, uplift.high]}
+    )
+    row["pValue"] = two_sided_p(c_0, n_0, c, n)
+    row["chanceToBeatControl"] = chance_to_beat(c_0, n_0, c, n)
+    return row
 
 
 def results_table(document: dict[str, Any]) -> Table:
@@ -122,12 +141,12 @@ def results_table(document: dict[str, Any]) -> Table:
             else "-"
         )
         table.add_row(
-            str(row["arm"]),
+            "-" if row["arm"] is None else str(row["arm"]),
             row["variant"],
             str(row["exposures"]),
             str(row["conversions"]),
             _num(row["rate"], ".2%"),
-            shown if row["arm"] else "(control)",
+            "(control)" if row["arm"] == 0 else shown,
             _num(row.get("pValue"), ".4f"),
             _num(row.get("chanceToBeatControl"), ".1%"),
         )

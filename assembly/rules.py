@@ -112,8 +112,7 @@ def _experiment(
 ) -> Decision:
     experiment = variant.experiment
     assert experiment is not None
-    arms = tuple(v for v in slot.variants if v.experiment is experiment)
-    decision = assign(experiment, arms, visitor, env.state, slot.key, env.now_ts)
+    decision = assign(slot.arms[experiment.key], visitor, env.state, slot.key, env.now_ts)
     served = decision.variant
     if served is not None and served is not variant:
         notes: list[str] = []
@@ -225,12 +224,10 @@ def _coherent(
 def _coherent_experiment(
     slot: Slot, key: str, visitor: Visitor, now: datetime, env: DecisionEnv
 ) -> Decision | None:
-    arms = tuple(v for v in slot.variants if v.experiment is not None and v.experiment.key == key)
-    if not arms or not any(check(a, visitor, now, env, None) for a in arms):
+    arms = slot.arms.get(key)
+    if arms is None or not any(check(a, visitor, now, env, None) for a in arms.variants):
         return None
-    experiment = arms[0].experiment
-    assert experiment is not None
-    decision = assign(experiment, arms, visitor, env.state, slot.key, env.now_ts)
+    decision = assign(arms, visitor, env.state, slot.key, env.now_ts)
     if decision.source != "experiment":
         return None
     if decision.variant is not None and check(decision.variant, visitor, now, env, None) is None:

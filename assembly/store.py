@@ -3,10 +3,14 @@
 The hot path reads a visitor's profile and decision state in ONE pipelined round trip
 (`DecisionStateStore.read`). Writes caused by page views are applied off the request path, in
 batches (`apply_writes`, driven by `assembly.tasks.DecisionWriter`). Per test (an experiment key
-or `rollout:<variant>`) one hash `<p>:decisions:test:<test>` counts, per arm: `visitors:<arm>`
-(first assignment), `sessions:<arm>` (exposures, once per visitor and session),
-`conversions:<arm>` (visitors who converted, once each); `meta` holds the arms and weights;
-`<p>:decisions:tests` is the set of tests that have data.
+or `rollout:<variant>`) one hash `<p>:decisions:test:<test>` counts, per arm, by the arm's
+label (its variant key; `control` or `holdout` for the baseline): `arm:<label>:visitors` (first
+assignment), `arm:<label>:sessions` (exposures, once per visitor and session),
+`arm:<label>:conversions` (visitors who converted, once each); `meta` holds the arms and weights;
+`<p>:decisions:tests` is the set of tests that have data. Counters keyed by an arm's position
+(`visitors:<n>`, before arms kept their identity) are moved to their label by the `meta` they
+were written under (`MIGRATE_POSITIONAL`) before a new `meta` replaces it, and read the same way
+until then.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from assembly import metrics
 from assembly.experiments import conversion_updates
@@ -41,6 +46,34 @@ from core.redis import Keys
 log = structlog.get_logger()
 
 EXPERIMENT_VIEWED = "Experiment Viewed"
+COUNTS = ("visitors", "sessions", "conversions")
+
+# Positional counters (`visitors:<n>`) → `arm:<label>:visitors` by the arms of the stored meta.
+MIGRATE_POSITIONAL = """
+local meta = redis.call('HGET', KEYS[1], 'meta')
+if not meta then return 0 end
+local ok, doc = pcall(cjson.decode, meta)
+if not ok or type(doc) ~= 'table' or type(doc['arms']) ~= 'table' then return 0 end
+local row = redis.call('HGETALL', KEYS[1])
+local moved = 0
+for i = 1, #row, 2 do
+  local kind, n = string.match(row[i], '^(%l+):(%d+)$')
+  if kind == 'visitors' or kind == 'sessions' or kind == 'conversions' then
+    local label = doc['arms'][tonumber(n) + 1]
+    if type(label) == 'string' then
+      redis.call('HINCRBY', KEYS[1], 'arm:' .. label .. ':' .. kind, row[i + 1])
+      redis.call('HDEL', KEYS[1], row[i])
+      moved = moved + 1
+    end
+  end
+end
+return moved
+"""
+
+
+def count_field(label: str, kind: str) -> str:
+    """A test counter's field: `arm:<label>:<kind>` (kind: visitors, sessions, conversions)."""
+    return f"arm:{label}:{kind}"
 
 
 def state_keys(keys: Keys, user_id: str | None, anonymous_id: str | None) -> list[str]:
@@ -134,26 +167,55 @@ async def apply_writes(
         for write in writes:
             _queue_visitor(pipe, write, ttl_seconds, plan)
         results = await pipe.execute()
+    fresh = _fresh_metas(plan, results, metas)
+    for test in fresh:  # positional counters move while the meta they were written under holds
+        await migrate_counters(redis, keys, test)
     events: list[dict[str, Any]] = []
     async with redis.pipeline(transaction=False) as pipe:
         for index, _, test, assignment, overwrite in plan.assignments:
             if overwrite or results[index]:
-                pipe.hincrby(test_key(keys, test), f"visitors:{assignment.arm}", 1)
+                pipe.hincrby(test_key(keys, test), count_field(assignment.variant, "visitors"), 1)
         for index, write, exposure in plan.exposures:
             if not results[index]:
                 continue
-            name = test_key(keys, exposure.test)
-            pipe.hincrby(name, f"sessions:{exposure.arm}", 1)
-            meta = exposure.meta.encode()
-            if metas.get(exposure.test) != meta:
-                pipe.hset(name, "meta", meta)
-                pipe.sadd(tests_index(keys), exposure.test)
-                metas[exposure.test] = meta
+            pipe.hincrby(
+                test_key(keys, exposure.test), count_field(exposure.variant, "sessions"), 1
+            )
             metrics.EXPOSURES.labels(kind=exposure.meta.kind).inc()
             if exposure.meta.kind == "experiment":
                 events.append(experiment_viewed(write, exposure))
+        for test, meta in fresh.items():
+            pipe.hset(test_key(keys, test), "meta", meta)
+            pipe.sadd(tests_index(keys), test)
         await pipe.execute()
+    metas.update(fresh)
     return events
+
+
+def _fresh_metas(plan: _Flush, results: list[Any], metas: dict[str, bytes]) -> dict[str, bytes]:
+    """The test metadata of this batch's exposures that this process has not written yet."""
+    fresh: dict[str, bytes] = {}
+    for index, _, exposure in plan.exposures:
+        if results[index]:
+            meta = exposure.meta.encode()
+            if metas.get(exposure.test) != meta:
+                fresh[exposure.test] = meta
+    return fresh
+
+
+async def migrate_counters(redis: Redis, keys: Keys, test: str) -> int:
+    """Move a test's positional counters to their arm labels (by its stored meta); how many.
+
+    A store without scripting keeps them: they are still read by the stored meta (`read_counts`).
+    """
+    try:
+        moved: Any = await redis.eval(MIGRATE_POSITIONAL, 1, test_key(keys, test))
+    except ResponseError as exc:
+        log.warning("assembly.counters.migration_failed", test=test, error=str(exc))
+        return 0
+    if moved:
+        log.info("assembly.counters.migrated", test=test, fields=int(moved))
+    return int(moved)
 
 
 def _queue_visitor(pipe: Any, write: VisitorWrite, ttl_seconds: int, plan: _Flush) -> None:
@@ -210,34 +272,54 @@ def experiment_viewed(write: VisitorWrite, exposure: Exposure) -> dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class TestCounts:
+    """A test's counters by arm label (variant key, `control`, `holdout`)."""
+
     test: str
     meta: TestMeta | None
-    visitors: dict[int, int]
-    sessions: dict[int, int]
-    conversions: dict[int, int]
+    visitors: dict[str, int]
+    sessions: dict[str, int]
+    conversions: dict[str, int]
     guardrail: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
         return self.meta is None and not self.visitors and not self.conversions
 
+    @property
+    def labels(self) -> list[str]:
+        """Every arm label with data, in first-seen order."""
+        return list(dict.fromkeys([*self.visitors, *self.sessions, *self.conversions]))
+
 
 async def read_counts(redis: Redis, keys: Keys, test: str) -> TestCounts:
     row: Any = await redis.hgetall(test_key(keys, test))
-    by_kind: dict[str, dict[int, int]] = {"visitors": {}, "sessions": {}, "conversions": {}}
+    meta = TestMeta.decode(row.get(b"meta"))
+    by_kind: dict[str, dict[str, int]] = {kind: {} for kind in COUNTS}
     for raw_name, raw_value in row.items():
-        kind, _, arm = raw_name.decode().partition(":")
-        if kind in by_kind and arm.isdigit():
-            by_kind[kind][int(arm)] = int(raw_value)
+        found = _counter(raw_name.decode(), meta)
+        if found is not None:
+            kind, label = found
+            by_kind[kind][label] = by_kind[kind].get(label, 0) + int(raw_value)
     guardrail = row.get(b"guardrail")
     return TestCounts(
         test,
-        TestMeta.decode(row.get(b"meta")),
+        meta,
         by_kind["visitors"],
         by_kind["sessions"],
         by_kind["conversions"],
         orjson.loads(guardrail) if guardrail else None,
     )
+
+
+def _counter(name: str, meta: TestMeta | None) -> tuple[str, str] | None:
+    """(kind, label) of a counter field; a positional one is read by the stored meta's arms."""
+    if name.startswith("arm:"):
+        label, _, kind = name[4:].rpartition(":")
+        return (kind, label) if kind in COUNTS and label else None
+    kind, _, arm = name.partition(":")
+    if kind in COUNTS and arm.isdigit() and meta is not None and int(arm) < len(meta.arms):
+        return kind, meta.arms[int(arm)]
+    return None
 
 
 async def record_conversion(redis: Redis, keys: Keys, event: Mapping[str, Any]) -> None:
@@ -268,7 +350,8 @@ async def record_conversion(redis: Redis, keys: Keys, event: Mapping[str, Any]) 
     async with redis.pipeline(transaction=False) as pipe:
         for update, first in zip(updates, firsts, strict=True):
             if first:
-                pipe.hincrby(test_key(keys, update.test), f"conversions:{update.arm}", 1)
+                field_name = count_field(update.variant, "conversions")
+                pipe.hincrby(test_key(keys, update.test), field_name, 1)
                 kind = "rollout" if update.test.startswith("rollout:") else "experiment"
                 metrics.CONVERSIONS.labels(kind=kind).inc()
         await pipe.execute()

@@ -101,7 +101,7 @@ def variant_condition(variant: Variant) -> dict[str, Any]:
 def _experiment_rule(slot: Slot, variant: Variant) -> dict[str, Any]:
     experiment = variant.experiment
     assert experiment is not None
-    arms = [v for v in slot.variants if v.experiment is experiment]
+    arms = slot.arms[experiment.key].variants  # the slot list's order, as bucketed
     weights = [experiment.control_weight, *(a.weight for a in arms)]
     rule: dict[str, Any] = {
         "key": experiment.key,
@@ -112,9 +112,8 @@ def _experiment_rule(slot: Slot, variant: Variant) -> dict[str, Any]:
         "hashVersion": 2,
         "condition": {"$or": [variant_condition(a) for a in arms]},
     }
-    if all(w is not None for w in weights):
-        total = sum(w for w in weights if w is not None)
-        rule["weights"] = [w / total for w in weights if w is not None]
+    if all(w is not None for w in weights):  # as given: GrowthBook splits bad sums equally
+        rule["weights"] = [w for w in weights if w is not None]
     if experiment.namespace is not None:
         ns = experiment.namespace
         rule["namespace"] = [ns.id, ns.start, ns.end]

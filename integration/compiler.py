@@ -7,22 +7,30 @@ default locale (they are not meant to be localized).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+
 from assembly.conditions import ConditionError, compile_condition
 from integration.model import (
+    EXPERIMENT,
+    Arms,
     Audience,
     CapPeriod,
     Condition,
     Experiment,
     FrequencyCap,
+    LibraryIssue,
     Namespace,
     Variant,
+    group_arms,
 )
 from integration.resolve import link_id
 from integration.schemas import Entity
+
+log = structlog.get_logger()
 
 
 class ModelError(ValueError):
@@ -208,3 +216,40 @@ def _frequency_cap(spec: Mapping[str, Any]) -> FrequencyCap | None:
         raise ModelError("field 'frequencyCap.per' must be session, day, week or lifetime")
     period: CapPeriod = per
     return FrequencyCap(max=limit, per=period)
+
+
+def slot_arms(
+    slot_key: str, listed: Sequence[Variant]
+) -> tuple[dict[str, Arms], list[LibraryIssue]]:
+    """The slot's experiment arms in the editor's list order, and what is wrong with them.
+
+    Weights GrowthBook would not use (missing, or not summing to 0.99 to 1.01) get an equal split,
+    and a `winner` that names no arm serves the baseline: both are reported, never repaired
+    silently (`library.experiment_invalid` log, `/readyz` → `library.issues`).
+    """
+    arms = group_arms(listed)
+    issues = []
+    for group in arms.values():
+        for problem in _arm_problems(group):
+            experiment = group.experiment
+            issues.append(LibraryIssue(experiment.id, EXPERIMENT, f"{problem} in slot {slot_key}"))
+            log.warning(
+                "library.experiment_invalid",
+                experiment=experiment.key,
+                slot=slot_key,
+                problem=problem,
+                weights=list(group.weights),
+            )
+    return arms, issues
+
+
+def _arm_problems(arms: Arms) -> list[str]:
+    problems = [arms.problem] if arms.problem else []
+    winner = arms.experiment.winner
+    if winner is not None and not 0 <= winner <= len(arms.variants):
+        problems.append(
+            f"experiment {arms.experiment.key}: winner {winner} is no arm "
+            f"(0 = control, 1 to {len(arms.variants)} = the arms in list order); "
+            "the baseline is served"
+        )
+    return problems

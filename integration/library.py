@@ -21,6 +21,7 @@ from integration.compiler import (
     parse_audience,
     parse_experiment,
     parse_variant,
+    slot_arms,
 )
 from integration.model import (
     AUDIENCE,
@@ -173,6 +174,8 @@ class _Compiler:
                 chosen.append(variants[variant_id])
             else:
                 self.report(r.entity, f"variant {variant_id} is missing or invalid; left out")
+        arms, problems = slot_arms(key, chosen)  # the editor's order, before the rule order
+        self.issues.extend(problems)
         return Slot(
             id=r.entity.id,
             key=key,
@@ -181,6 +184,7 @@ class _Compiler:
             category=r.text("category"),
             pinned=r.flag("pinned", False),
             kill_switch=r.flag("killSwitch", False),
+            arms=arms,
         )
 
     def _template(self, r: FieldReader, slots: dict[str, Slot]) -> Template:

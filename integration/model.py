@@ -5,10 +5,12 @@ Contentful type ids and field ids are a public contract; they are named once her
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from assembly.bucketing import get_bucket_ranges, get_equal_weights, weights_valid
 
 AUDIENCE = "mbAudience"
 EXPERIMENT = "mbExperiment"
@@ -77,8 +79,94 @@ class Variant:
     updated_at: str = ""
 
 
+CONTROL = "control"  # the label of arm 0, the slot's baseline
+
+
+@dataclass(frozen=True, slots=True)
+class Arms:
+    """One experiment's arms in one slot; an arm is identified by its variant key.
+
+    Arm 0 is the control (the slot's baseline); arm i is `variants[i - 1]`, in the order of the
+    slot's `variants` list as the editor arranged it (not the rule order). `weights` (control
+    first) and `ranges` are what bucketing uses: the given weights when GrowthBook would use
+    them, else an equal split, and then `problem` says why.
+    """
+
+    experiment: Experiment
+    variants: tuple[Variant, ...]
+    weights: tuple[float, ...]
+    ranges: tuple[tuple[float, float], ...]
+    problem: str | None = None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (CONTROL, *(v.key for v in self.variants))
+
+    def index(self, label: str) -> int:
+        """The arm's position (0: control), or -1 when the slot no longer has it."""
+        if label == CONTROL:
+            return 0
+        for i, variant in enumerate(self.variants, 1):
+            if variant.key == label:
+                return i
+        return -1
+
+
+def build_arms(experiment: Experiment, variants: tuple[Variant, ...]) -> Arms:
+    """The arms under GrowthBook's rule: weights summing to 0.99 to 1.01, else an equal split."""
+    given = (experiment.control_weight, *(v.weight for v in variants))
+    problem = _weights_problem(experiment, variants, given)
+    count = len(given)
+    weights: tuple[float, ...]
+    if problem is None and all(w is not None for w in given):
+        weights = tuple(w for w in given if w is not None)
+    else:
+        weights = tuple(get_equal_weights(count))
+    ranges = tuple(get_bucket_ranges(count, experiment.coverage, weights))
+    return Arms(experiment, variants, weights, ranges, problem)
+
+
+def _weights_problem(
+    experiment: Experiment, variants: tuple[Variant, ...], given: tuple[float | None, ...]
+) -> str | None:
+    if all(w is None for w in given):
+        return None  # no weights at all: the equal split is what the editor asked for
+    names = ("controlWeight", *(v.key for v in variants))
+    missing = [name for name, w in zip(names, given, strict=True) if w is None]
+    equal = f"an equal split (1/{len(given)} each) is used"
+    if missing:
+        return f"experiment {experiment.key}: no weight for {', '.join(missing)}; {equal}"
+    weights = [w for w in given if w is not None]
+    if weights_valid(len(weights), weights):
+        return None
+    shown = " + ".join(f"{n} {w:g}" for n, w in zip(names, weights, strict=True))
+    total = sum(weights)
+    return (
+        f"experiment {experiment.key}: weights sum to {total:.4g} ({shown}), "
+        f"not 1 (0.99 to 1.01); {equal}"
+    )
+
+
+def group_arms(listed: Sequence[Variant]) -> dict[str, Arms]:
+    """Each experiment's arms among a slot's variants, in the list's order (first listing wins)."""
+    grouped: dict[str, list[Variant]] = {}
+    experiments: dict[str, Experiment] = {}
+    for variant in listed:
+        experiment = variant.experiment
+        if experiment is None:
+            continue
+        arms = grouped.setdefault(experiment.key, [])
+        experiments.setdefault(experiment.key, experiment)
+        if all(a.key != variant.key for a in arms):
+            arms.append(variant)
+    return {key: build_arms(experiments[key], tuple(arms)) for key, arms in grouped.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
+    """A slot. `variants` are in rule order (priority, then most recent); `arms` keep the
+    editor's order per experiment key (derived from `variants` when not given)."""
+
     id: str
     key: str
     baseline_id: str
@@ -86,6 +174,11 @@ class Slot:
     category: str | None = None
     pinned: bool = False
     kill_switch: bool = False
+    arms: Mapping[str, Arms] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.arms and any(v.experiment is not None for v in self.variants):
+            object.__setattr__(self, "arms", group_arms(self.variants))
 
 
 @dataclass(frozen=True, slots=True)

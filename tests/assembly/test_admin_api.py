@@ -217,7 +217,9 @@ class TestResults:
     async def test_a_broken_split_is_flagged(self, bridge: Client, redis: Redis) -> None:
         _, client = bridge
         name = "mbtest:decisions:test:hero-headline-test"
-        await redis.hset(name, mapping={"visitors:0": 5000, "visitors:1": 5600})
+        await redis.hset(
+            name, mapping={"arm:control:visitors": 5000, "arm:cta-headline-b:visitors": 5600}
+        )
         document = (
             await client.get("/admin/experiments/hero-headline-test/results", headers=ADMIN)
         ).json()

@@ -20,6 +20,7 @@ from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
 
 EXPERIMENT = "hero-headline-test"
+ARM_B = "cta-headline-b"
 STATS = f"mbtest:decisions:test:{EXPERIMENT}"
 ORDER = {"type": "track", "event": "Order Completed"}
 
@@ -76,7 +77,7 @@ async def test_weight_and_coverage_changes_do_not_move_assigned_visitors(
     )
     again = await cta(client, assigned, session="s2")
     assert (again["variant"], again["experiment"]["arm"]) == ("cta-headline-b", 1)
-    assert again["reason"] == f"experiment {EXPERIMENT} arm 1 (sticky)"
+    assert again["reason"] == f"experiment {EXPERIMENT} arm {ARM_B} (sticky)"
     newcomer = await cta(client, fresh)
     assert newcomer["source"] == "baseline"
     assert newcomer["reason"] == f"experiment {EXPERIMENT}: outside coverage"
@@ -98,7 +99,7 @@ async def test_sticky_assignment_holds_before_the_write_lands(
         again = await cta(client, visitor, session="s2")
         assert (again["experiment"]["arm"], again["reason"]) == (
             1,
-            f"experiment {EXPERIMENT} arm 1 (sticky)",
+            f"experiment {EXPERIMENT} arm {ARM_B} (sticky)",
         )
         await settle(app)
     stored = await redis.hget(f"mbtest:{{v:u:{visitor}}}:decisions", f"a:{EXPERIMENT}")
@@ -112,8 +113,10 @@ async def test_stopped_experiment_serves_its_winner_or_the_baseline(bridge: Clie
     for user in ("a", "b", "c"):
         answer = await cta(client, user)
         assert (answer["source"], answer["variant"]) == ("variant", "cta-headline-b")
-        assert answer["reason"] == f"experiment {EXPERIMENT} stopped: winner arm 1"
-    await publish(app, with_fields("exp-hero-headline-test", status="stopped"))
+        assert answer["reason"] == f"experiment {EXPERIMENT} stopped: winner {ARM_B} (arm 1)"
+    later = with_fields("exp-hero-headline-test", status="stopped")
+    later["sys"]["revision"] += 1  # a newer revision than the one published above
+    await publish(app, later)
     answer = await cta(client, "a")
     assert (answer["source"], answer["reason"]) == (
         "baseline",
@@ -129,10 +132,10 @@ async def test_exposures_are_recorded_once_per_visitor_and_session(
     for _ in range(3):
         await cta(client, visitor, session="s1")
     await settle(app)
-    assert await counts(redis) == {"visitors:1": 1, "sessions:1": 1}
+    assert await counts(redis) == {f"arm:{ARM_B}:visitors": 1, f"arm:{ARM_B}:sessions": 1}
     await cta(client, visitor, session="s2")
     await settle(app)
-    assert await counts(redis) == {"visitors:1": 1, "sessions:1": 2}
+    assert await counts(redis) == {f"arm:{ARM_B}:visitors": 1, f"arm:{ARM_B}:sessions": 2}
     events = await exposure_events(redis)
     assert len(events) == 2
     assert {e["properties"]["session_id"] for e in events} == {"s1", "s2"}
@@ -183,12 +186,12 @@ async def test_conversions_are_attributed_to_the_arm_once_per_visitor(
         redis, keys, {"type": "track", "event": "Product Viewed", "userId": treated[1]}
     )
     assert await counts(redis) == {
-        "visitors:1": 2,
-        "sessions:1": 2,
-        "visitors:0": 1,
-        "sessions:0": 1,
-        "conversions:1": 1,
-        "conversions:0": 1,
+        f"arm:{ARM_B}:visitors": 2,
+        f"arm:{ARM_B}:sessions": 2,
+        "arm:control:visitors": 1,
+        "arm:control:sessions": 1,
+        f"arm:{ARM_B}:conversions": 1,
+        "arm:control:conversions": 1,
     }
 
 
@@ -207,13 +210,13 @@ async def test_assignment_made_anonymously_carries_over_to_the_known_user(
 ) -> None:
     app, client = bridge
     anonymous = await assemble(client, user={"anonymousId": "anon-7"}, sessionId="s1")
-    arm = anonymous["home.cta"]["experiment"]["arm"]
+    arm = anonymous["home.cta"]["experiment"]["variant"]
     await settle(app)
     known = await assemble(client, user={"id": "user-7", "anonymousId": "anon-7"}, sessionId="s2")
-    assert known["home.cta"]["experiment"]["arm"] == arm
+    assert known["home.cta"]["experiment"]["variant"] == arm
     assert "sticky" in known["home.cta"]["reason"]
     await settle(app)
     await record_conversion(
         redis, runtime(app).keys, {**ORDER, "userId": "user-7", "anonymousId": "anon-7"}
     )
-    assert (await counts(redis))[f"conversions:{arm}"] == 1
+    assert (await counts(redis))[f"arm:{arm}:conversions"] == 1

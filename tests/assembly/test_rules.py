@@ -249,7 +249,7 @@ class TestExperiments:
 
     def test_a_sticky_assignment_wins_over_the_hash(self) -> None:
         hero = slot(self.ARM)
-        cases = ((0, None, "arm 0 (control, sticky)"), (1, self.ARM, "arm 1 (sticky)"))
+        cases = ((0, None, "arm control (sticky)"), (1, self.ARM, "arm arm-b (sticky)"))
         for arm, expected, reason in cases:
             label = "control" if arm == 0 else "arm-b"
             sticky = state(
@@ -266,7 +266,7 @@ class TestExperiments:
         arm = variant("arm-b", 0, experiment=stopped)
         decision = decide(slot(arm), visitor(), NOW, None, env())
         assert decision.variant is arm
-        assert decision.reason == "experiment test-1 stopped: winner arm 1"
+        assert decision.reason == "experiment test-1 stopped: winner arm-b (arm 1)"
         assert not decision.tests
 
     def test_a_draft_experiment_arm_is_no_candidate(self) -> None:
