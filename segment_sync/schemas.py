@@ -150,8 +150,9 @@ def normalize(
     if kind is not None:
         message["type"] = kind
     kind = message.get("type")
-    if kind not in types:
-        raise Invalid(f"type {kind!r} is not one of {', '.join(sorted(types))}")
+    if not isinstance(kind, str) or kind not in types:
+        shown = repr(kind)[:40]
+        raise Invalid(f"type {shown} is not one of {', '.join(sorted(types))}")
     user = message["userId"] = _id(message.get("userId"), "userId")
     anonymous = message["anonymousId"] = _id(message.get("anonymousId"), "anonymousId")
     if kind in ("alias", "delete") and user is None:
@@ -227,12 +228,21 @@ def _timestamps(message: dict[str, Any], received: Received) -> None:
     if sent_at is not None:
         at = received.at - (sent_at - at)
     message["originalTimestamp"] = value
-    message["timestamp"] = iso(at)
+    try:
+        message["timestamp"] = iso(at)
+    except (OverflowError, OSError, ValueError):
+        raise Invalid(
+            f"timestamp {value[:40]!r} is out of range once corrected by sentAt"
+        ) from None
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    """The stream payload; raises Invalid over 32 KB."""
-    payload = orjson.dumps(message)
+    """The stream payload; raises Invalid over 32 KB or when JSON cannot hold it (orjson
+    encodes at most 254 levels of nesting, fewer than it decodes)."""
+    try:
+        payload = orjson.dumps(message)
+    except orjson.JSONEncodeError as exc:
+        raise Invalid(f"message cannot be stored as JSON: {exc}") from None
     if len(payload) > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(
             f"message is {len(payload)} bytes, over the {MAX_MESSAGE_BYTES} byte limit"

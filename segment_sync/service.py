@@ -121,8 +121,7 @@ class TrackingService:
             items, received = _batch(document, now)
             payloads, rejected = _checked(items, received)
         else:
-            received = received_now(now, sent_at=document.get("sentAt"))
-            payloads = [_single(document, received, kind)]
+            payloads = [_single(document, now, kind)]
         if rejected and not payloads:
             raise MessagesRejected(
                 f"all {len(rejected)} message(s) rejected; first: {rejected[0].detail}",
@@ -142,8 +141,9 @@ class TrackingService:
             raise WriteKeyInvalid("the write key is not valid")
 
 
-def _single(document: dict[str, Any], received: Received, kind: str) -> bytes:
+def _single(document: dict[str, Any], now: float, kind: str) -> bytes:
     try:
+        received = received_now(now, sent_at=document.get("sentAt"))
         return encode(normalize(document, received, kind))
     except MessageTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
@@ -170,12 +170,15 @@ def _batch(document: dict[str, Any], now: float) -> tuple[list[Any], Received]:
         raise TooManyMessages(
             f"a batch holds at most {MAX_BATCH_MESSAGES} messages, this one {len(items)}"
         )
-    received = received_now(
-        now,
-        sent_at=document.get("sentAt"),
-        context=document.get("context"),
-        integrations=document.get("integrations"),
-    )
+    try:
+        received = received_now(
+            now,
+            sent_at=document.get("sentAt"),
+            context=document.get("context"),
+            integrations=document.get("integrations"),
+        )
+    except Invalid as exc:
+        raise InvalidPayload(f"the batch's sentAt: {exc}") from None
     return items, received
 
 

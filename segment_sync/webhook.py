@@ -4,9 +4,10 @@ Order of checks, each with its own answer: disabled (no secret) 404 → signatur
 message shape 400 → Engage audience flags 400 → dedupe (replay: 200, nothing changes) → hand
 over: every message goes into the event pipeline (`pipeline.enqueue`), except Segment's user
 deletion notice (`type: delete`), which erases the profile at once → store down: 503, so Segment
-retries. The body is one Segment message or, with `SEGMENT_WEBHOOK_ACCEPT_BATCHES`, a JSON
-array of them (Actions batching). A request is accepted or rejected as a whole: one bad event
-rejects the batch and nothing changes.
+retries. The body is one Segment message or a JSON array of them (Actions batching). In an
+array every event is judged on its own: a bad one is rejected by its index (listed in the
+answer, `rejected`), the good ones are accepted; only when every event is bad is the answer 400
+and nothing changes.
 
 Messages are checked with the tracking API's own rules (`schemas.normalize`: known type, a
 `userId` or `anonymousId`, a track's event name, 32 KB), so both entry points accept the same.
@@ -32,7 +33,15 @@ from redis.exceptions import RedisError
 
 from core.redis import Keys
 from segment_sync.audiences import audience_problem
-from segment_sync.schemas import Invalid, Received, encode, normalize, received_now
+from segment_sync.schemas import (
+    Invalid,
+    Received,
+    Rejection,
+    encode,
+    message_id_of,
+    normalize,
+    received_now,
+)
 from segment_sync.webhook_config import SegmentWebhookSettings
 from webhooks.exceptions import (
     InvalidPayload,
@@ -61,7 +70,7 @@ DELETE = "delete"
 EVENTS = Counter(
     "microbridge_segment_webhook_events_total",
     "Events received on POST /webhooks/segment, by outcome",
-    ["outcome"],  # accepted, duplicate, erased
+    ["outcome"],  # accepted, duplicate, erased, rejected
 )
 
 Enqueue = Callable[[Redis, Keys, list[dict[str, Any]], str], Awaitable[list[str]]]
@@ -72,10 +81,18 @@ Erase = Callable[[str], Awaitable[int]]
 class WebhookResult:
     accepted: int
     duplicates: int
+    rejected: tuple[Rejection, ...] = ()
 
     def body(self) -> dict[str, Any]:
         status = "duplicate" if self.duplicates and not self.accepted else "accepted"
-        return {"status": status, "accepted": self.accepted, "duplicates": self.duplicates}
+        body: dict[str, Any] = {
+            "status": status,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+        }
+        if self.rejected:
+            body["rejected"] = [r.as_json() for r in self.rejected]
+        return body
 
 
 def dedupe_key(keys: Keys, message_id: str) -> str:
@@ -110,7 +127,10 @@ class SegmentWebhook:
                 "the Segment webhook is disabled: set SEGMENT_WEBHOOK_SECRETS to enable it"
             )
         self._verify(body, signature)
-        events = parse_events(body)
+        events, rejected = parse_events(body)
+        if rejected:
+            EVENTS.labels(outcome="rejected").inc(len(rejected))
+            log.info("webhook.segment.rejected", events=[r.index for r in rejected][:20])
         fresh = await self._claim(events)
         if fresh:
             await self._hand_over(fresh)
@@ -123,7 +143,7 @@ class SegmentWebhook:
             duplicates=duplicates,
             types=sorted({str(e.get("type")) for e in events}),
         )
-        return WebhookResult(accepted=len(fresh), duplicates=duplicates)
+        return WebhookResult(len(fresh), duplicates, tuple(rejected))
 
     def _verify(self, body: bytes, signature: str | None) -> None:
         try:
@@ -197,43 +217,65 @@ def _unavailable(exc: BaseException) -> WebhookStoreUnavailable:
 # --- parsing --------------------------------------------------------------------------------
 
 
-def parse_events(body: bytes, *, now: float | None = None) -> list[dict[str, Any]]:
-    """The Segment messages in a webhook body, checked, each with a `messageId`."""
+def parse_events(
+    body: bytes, *, now: float | None = None
+) -> tuple[list[dict[str, Any]], list[Rejection]]:
+    """The acceptable Segment messages of a webhook body (each with a `messageId`), and the
+    events rejected on their own. A single event that is bad, or an array of only bad events,
+    raises InvalidPayload (400): nothing of the request is usable."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidPayload(f"the body is not valid JSON: {exc}") from None
     received = received_now(time.time() if now is None else now)
     if isinstance(document, dict):
-        return [_checked(document, None, received)]
-    if isinstance(document, list):
-        if not document:
-            raise InvalidPayload("the body is an empty JSON array")
-        return [_checked(event, index, received) for index, event in enumerate(document)]
-    raise InvalidPayload("the body must be a JSON object (or an array of objects)")
+        try:
+            return [_checked(document, received)], []
+        except Invalid as exc:
+            raise InvalidPayload(str(exc)) from None
+    if not isinstance(document, list):
+        raise InvalidPayload("the body must be a JSON object (or an array of objects)")
+    if not document:
+        raise InvalidPayload("the body is an empty JSON array")
+    events, rejected = [], []
+    for index, event in enumerate(document):
+        try:
+            events.append(_checked(event, received))
+        except Invalid as exc:
+            rejected.append(Rejection(index, message_id_of(event), str(exc)))
+    if not events:
+        first = rejected[0]
+        raise InvalidPayload(
+            f"all {len(rejected)} event(s) rejected; first: event {first.index}: {first.detail}"
+        )
+    return events, rejected
 
 
-def _checked(event: Any, index: int | None, received: Received) -> dict[str, Any]:
-    where = "" if index is None else f"event {index}: "
+def _checked(event: Any, received: Received) -> dict[str, Any]:
+    """The event with its messageId; raises Invalid with a readable reason."""
     if not isinstance(event, dict):
-        raise InvalidPayload(f"{where}an event must be a JSON object")
-    checked = _with_message_id(event, where)
+        raise Invalid("an event must be a JSON object")
+    checked = _with_message_id(event)
     if checked.get("type") == DELETE:
         problem = _deletion_problem(checked)
     else:
         problem = _problem(checked, received)
     if problem is not None:
-        raise InvalidPayload(f"{where}{problem}")
+        raise Invalid(problem)
     return checked
 
 
-def _with_message_id(event: dict[str, Any], where: str) -> dict[str, Any]:
+def _with_message_id(event: dict[str, Any]) -> dict[str, Any]:
     message_id = event.get("messageId")
     if message_id is None or message_id == "":
-        digest = hashlib.sha256(orjson.dumps(event, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        try:
+            content = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            raise Invalid(f"event cannot be stored as JSON: {exc}") from None
+        digest = hashlib.sha256(content).hexdigest()
         return {**event, "messageId": f"wh-{digest[:32]}"}
     if not isinstance(message_id, str):
-        raise InvalidPayload(f"{where}messageId must be a string")
+        raise Invalid("messageId must be a string")
     return event
 
 

@@ -26,8 +26,15 @@ def get_segment_webhook(request: Request) -> SegmentWebhook:
         }
     },
     responses={
-        200: {"description": '`{"status": "accepted"|"duplicate", "accepted", "duplicates"}`'},
-        400: {"description": "InvalidPayload: not JSON, no userId/anonymousId, bad flag"},
+        200: {
+            "description": '`{"status": "accepted"|"duplicate", "accepted", "duplicates"}`, '
+            'plus `rejected` (`[{"index", "messageId", "detail"}]`) when some events of an '
+            "array were bad: the others were accepted"
+        },
+        400: {
+            "description": "InvalidPayload: not JSON, or no usable event (no userId/anonymousId, "
+            "bad audience flag, nested too deep, ...)"
+        },
         401: {"description": "SignatureMissing, SignatureMalformed or SignatureInvalid"},
         404: {"description": "WebhookDisabled: SEGMENT_WEBHOOK_SECRETS is unset"},
         413: {"description": "PayloadTooLarge: body over 1 MB"},

@@ -346,8 +346,8 @@ BAD_INPUT: list[tuple[str, dict[str, Any], int, str]] = [
         "InvalidPayload",
     ),
     (
-        "one bad event spoils the batch",
-        {"body": [_valid(), engage_identify("cart_abandoners", 1, userId="u-bad-2")]},
+        "every event of the batch is bad",
+        {"body": [engage_identify("cart_abandoners", 1, userId="u-bad"), {"type": "track"}]},
         400,
         "InvalidPayload",
     ),
@@ -372,12 +372,30 @@ async def test_bad_input_is_rejected_and_changes_nothing(
     assert await hero(client, id="u-bad") is None
 
 
-async def test_bad_audience_detail_names_the_trait_and_the_event(bridge: Bridge) -> None:
+async def test_one_bad_event_is_rejected_by_index_and_the_rest_accepted(
+    bridge: Bridge,
+) -> None:
     _, client = bridge
-    body = [_valid(), engage_identify("cart_abandoners", 1, userId="u-bad-2")]
+    bad = engage_identify("cart_abandoners", 1, userId="u-bad-2")
+    good = engage_identify("cart_abandoners", True, userId="u-good")
+    answer = (await post_signed(client, [good, bad])).json()
+    assert answer["accepted"] == 1
+    assert answer["rejected"] == [
+        {
+            "index": 1,
+            "messageId": bad["messageId"],
+            "detail": "audience trait 'cart_abandoners' must be true or false, not int 1",
+        }
+    ]
+    await eventually(lambda: hero(client, id="u-good"), lambda v: v == "hero-cart")
+    assert await hero(client, id="u-bad-2") is None
+
+
+async def test_only_bad_events_detail_names_the_first_and_its_index(bridge: Bridge) -> None:
+    _, client = bridge
+    body = [{"type": "track"}, engage_identify("cart_abandoners", 1, userId="u-bad-2")]
     detail = (await post_signed(client, body)).json()["detail"]
-    assert detail.startswith("event 1: ")
-    assert "'cart_abandoners' must be true or false" in detail
+    assert detail.startswith("all 2 event(s) rejected; first: event 0: ")
 
 
 async def test_body_over_one_megabyte_is_413(bridge: Bridge, redis: Redis) -> None:
