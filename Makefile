@@ -1,13 +1,13 @@
 UV := ./scripts/uv
-PORT ?= 8080
 
 .PHONY: install run test lint format bench bench-all fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
 
+# The port is BRIDGE_PORT (default 8080); `make run PORT=9000` overrides it for one run.
 run: install
-	@$(UV) run --frozen python cli.py serve --port $(PORT)
+	@$(UV) run --frozen python cli.py serve $(if $(PORT),--port $(PORT))
 
 test: install
 	@./scripts/need redis-server redis-server

@@ -33,13 +33,15 @@ from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
 from assembly.store import read_counts, record_conversion, tests_index
 from assembly.tasks import EXPOSURE_SOURCE
+from core.apidocs import router as apidocs_router
+from core.cors import CORSMiddleware
 from core.errors import install_error_handlers
-from core.limits import BodyLimitMiddleware
-from core.logging import configure_logging
+from core.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
+from core.logging import configure_from_environment, configure_logging
 from core.ops import router as ops_router
 from core.redis import Keys, connect
 from core.responses import OrjsonResponse
-from core.settings import ServiceSettings, StoreSettings
+from core.settings import ServiceSettings, StoreSettings, deferred
 from core.timing import LatencyMiddleware
 from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
@@ -317,8 +319,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         summary="Personalized micro-content from Contentful, per visitor and page view",
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
+        docs_url=None,  # core.apidocs serves /docs without CDN assets
+        redoc_url=None,
     )
     app.state.settings = settings
+    if settings is None:  # `uvicorn app:app`: JSON logs before uvicorn's own first line
+        configure_from_environment()
+    service = deferred(settings.service if settings else None)
     install_error_handlers(app)
     app.include_router(ops_router)
     app.include_router(assemble_router)
@@ -326,11 +333,13 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(segment_webhook_router)
     app.include_router(decisions_admin_router)
     app.include_router(tracking_router)
+    app.include_router(apidocs_router)
     app.router.routes.insert(0, assemble_fast_route)
-    max_body = settings.service.max_body_bytes if settings else 64 * 1024
     app.add_middleware(
-        BodyLimitMiddleware, default=max_body, limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS}
+        BodyLimitMiddleware, settings=service, limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS}
     )
+    app.add_middleware(BodyTimeoutMiddleware, settings=service)
+    app.add_middleware(CORSMiddleware, settings=service, paths=("/v1/assemble", *TRACKING_LIMITS))
     app.add_middleware(LatencyMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,4 +1,8 @@
-"""Microbridge command line: serve, sync, fallback export."""
+"""Microbridge command line: serve, sync, fallback export, results, worker.
+
+A failure prints one line (`microbridge: sync failed: ConnectionError: …`) and exits non-zero;
+commands that work on the shared store refuse to run on the throwaway embedded one.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,12 @@ from assembly.fallback import FALLBACK_FILE, export_fallback
 from assembly.results import results_table, stored_results
 from core.logging import configure_logging
 from integration.library import compile_library
-from integration.store import SyncLock
 from integration.sync import SyncProgress
 
 cli = typer.Typer(
-    help="Microbridge: personalized micro-content from Contentful.", no_args_is_help=True
+    help="Microbridge: personalized micro-content from Contentful.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
 )
 fallback_cli = typer.Typer(help="The bundled fallback library.", no_args_is_help=True)
 cli.add_typer(fallback_cli, name="fallback")
@@ -37,6 +42,19 @@ def _settings() -> application.AppSettings:
         raise typer.Exit(2) from None
 
 
+def _shared_settings(command: str) -> application.AppSettings:
+    """Settings of a command that reads or writes the shared store: REDIS_URL is required."""
+    settings = _settings()
+    if settings.store.url is None:
+        console.print(
+            f"microbridge: {command} needs the shared store: set REDIS_URL (without it the "
+            "store lives inside this one process and is gone when it ends)",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    return settings
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default BRIDGE_HOST).")] = None,
@@ -45,9 +63,12 @@ def serve(
     """Run the HTTP service."""
     import uvicorn
 
+    from core.server import uvicorn_options
+
     settings = _settings()
     bind_host = host or settings.service.host
     bind_port = port or settings.service.port
+    configure_logging(settings.service.log_level, json=settings.service.log_json)
     if settings.store.url is None or not settings.contentful.configured:
         console.print(
             f"Microbridge on http://{bind_host}:{bind_port}  (demo space, embedded store when "
@@ -56,15 +77,8 @@ def serve(
             '"context": {"audiences": ["cart_abandoners"]}}\'' % bind_port,
             markup=False,
         )
-    uvicorn.run(
-        application.create_app(settings),
-        host=bind_host,
-        port=bind_port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    options = {**uvicorn_options(settings.service), "host": bind_host, "port": bind_port}
+    uvicorn.run(application.create_app(settings), **options)
 
 
 @cli.command()
@@ -72,7 +86,7 @@ def sync(
     full: bool = typer.Option(False, help="Start over and prune what the space lost."),
 ) -> None:
     """Run one sync now (initial, delta from the stored token, or full) and print a summary."""
-    settings = _settings()
+    settings = _shared_settings("sync")
     configure_logging("warning", json=True)
     result = asyncio.run(_sync(settings, full))
     console.print(
@@ -85,14 +99,10 @@ def sync(
 
 async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
     runtime = application.build_runtime(settings)
-    lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=600)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("waiting for the sync lock (a replica is syncing)", total=None)
-            while not await lock.acquire():  # noqa: ASYNC110 (a Redis lock: poll it)
-                await asyncio.sleep(0.5)
-            bar.update(task, description="syncing")
+            task = bar.add_task("waiting for the sync lease (a replica is syncing)", total=None)
 
             def report(state: SyncProgress) -> None:
                 bar.update(
@@ -101,9 +111,13 @@ async def _sync(settings: application.AppSettings, full: bool) -> SyncProgress:
                     f"{state.upserts} upserted, {state.deletions} deleted",
                 )
 
-            return await runtime.sync.run(full=full, progress=report)
+            while True:
+                async with runtime.lock.held() as mine:
+                    if mine:
+                        bar.update(task, description="syncing")
+                        return await runtime.sync.run(full=full, progress=report)
+                await asyncio.sleep(0.5)
     finally:
-        await lock.release()
         await runtime.redis.aclose()
 
 
@@ -140,7 +154,7 @@ def results(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
 ) -> None:
     """Experiment results: per arm exposures, conversions, rate, uplift, p-value, SRM check."""
-    settings = _settings()
+    settings = _shared_settings("results")
     configure_logging("warning", json=True)
     try:
         document = asyncio.run(_results(settings, key))
@@ -172,11 +186,8 @@ def worker(
     """Apply tracked events to profiles (the event stream's consumer group), until stopped."""
     from segment_sync.service import run_worker
 
-    settings = _settings()
+    settings = _shared_settings("worker")
     configure_logging(settings.service.log_level, json=settings.service.log_json)
-    if settings.store.url is None:
-        console.print("a worker needs REDIS_URL (the embedded store lives in one process)")
-        raise typer.Exit(2)
     asyncio.run(
         run_worker(
             settings.store,
@@ -187,5 +198,23 @@ def worker(
     )
 
 
+def main() -> int:
+    """Run the command; any failure is one line on stderr and exit code 1, never a traceback."""
+    try:
+        cli()
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last stop: one line for the operator
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "command")
+        console.print(f"microbridge: {command} failed: {_one_line(exc)}", markup=False)
+        return 1
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

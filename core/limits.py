@@ -1,33 +1,58 @@
-"""Request body limits, enforced before a body is read into memory.
+"""Request body limits, enforced before a body is read into memory, and a body deadline.
 
 A declared `Content-Length` over the limit is answered 413 at once; a chunked body is counted
-as it streams and stopped at the limit. Limits are per path prefix (longest prefix wins).
+as it streams and stopped at the limit. Limits are per path prefix (longest prefix wins); the
+default is `BRIDGE_MAX_BODY_BYTES`.
+
+`BodyTimeoutMiddleware` bounds the time a request body may take to arrive
+(`BRIDGE_BODY_TIMEOUT_SECONDS`, counted from the end of the headers): a slow client gets 408
+and its connection is closed. Neither h11 nor httptools in uvicorn has such a deadline (their
+only timeout is keep-alive between requests), so it lives here and works under any server.
+An upload the client abandons is logged as one `http.request_aborted` line, not a traceback.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 
 import orjson
+import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.errors import PayloadTooLarge
+from core.errors import BridgeError, PayloadTooLarge
+from core.settings import ServiceSettings
+
+log = structlog.get_logger()
+
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RequestTimeout(BridgeError):
+    status_code = 408
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, default: int, limits: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Callable[[], ServiceSettings],
+        limits: Mapping[str, int],
+    ) -> None:
         self._app = app
-        self._default = default
+        self._settings = settings
         self._limits = sorted(limits.items(), key=lambda kv: len(kv[0]), reverse=True)
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self._limits:
             if path.startswith(prefix):
                 return limit
-        return self._default
+        return self._settings().max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
             await self._app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
@@ -82,3 +107,43 @@ async def _reject(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyTimeoutMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Callable[[], ServiceSettings]) -> None:
+        self._app = app
+        self._settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
+            await self._app(scope, receive, send)
+            return
+        seconds = self._settings().body_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + seconds
+        timed_out = body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal timed_out, body_done
+            if body_done:  # later reads only wait for a disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                raise RequestTimeout(
+                    f"the request body did not arrive within {seconds:g} s"
+                ) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if timed_out and message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self._app(scope, timed_receive, closing_send)
+        except ClientDisconnect:
+            log.info("http.request_aborted", method=scope["method"], path=scope["path"])

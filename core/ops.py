@@ -1,4 +1,7 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+"""Operations endpoints: liveness, readiness and Prometheus metrics.
+
+`/healthz` and `/readyz` answer `HEAD` too (load balancers and uptime checkers use it).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ router = APIRouter(tags=["operations"])
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     summary="Readiness: library loaded and store reachable",
     responses={503: {"description": "not ready; the body says why"}},
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -13,6 +15,7 @@ __all__ = [
     "SettingsConfigDict",
     "StoreSettings",
     "base_url",
+    "deferred",
 ]
 
 
@@ -45,6 +48,30 @@ class ServiceSettings(BridgeBaseSettings):
     link_depth: int = Field(default=2, ge=0, le=10)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     library_poll_seconds: float = Field(default=5.0, gt=0)
+    # HTTP server limits (core/server.py, core/limits.py; docs/operations.md "HTTP server").
+    keep_alive_seconds: int = Field(default=75, ge=1)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    graceful_shutdown_seconds: int = Field(default=25, ge=0)
+    max_connections: int = Field(default=0, ge=0)
+    backlog: int = Field(default=2048, ge=1)
+    cors_origins: str = ""
+    cors_max_age_seconds: int = Field(default=600, ge=0)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip() not in {"", "*"}):
+            parts = urlsplit(origin)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(f"{origin!r} is not an origin like https://shop.example.com")
+            if parts.path not in {"", "/"} or parts.query:
+                raise ValueError(f"{origin!r} is an origin: scheme, host and port only")
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -53,6 +80,17 @@ class ServiceSettings(BridgeBaseSettings):
         if level not in {"debug", "info", "warning", "error"}:
             raise ValueError("must be one of debug, info, warning, error")
         return level
+
+
+def deferred(given: ServiceSettings | None) -> Callable[[], ServiceSettings]:
+    """`given`, or the environment's settings read once, on first call.
+
+    Middleware of `create_app()` without settings (`uvicorn app:app`) calls it at the first
+    request, after the lifespan has validated the same environment.
+    """
+    if given is not None:
+        return lambda: given
+    return functools.cache(ServiceSettings)
 
 
 class StoreSettings(BridgeBaseSettings):
