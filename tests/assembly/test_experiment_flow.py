@@ -13,8 +13,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from assembly import admin
 from assembly.bucketing import gb_hash
 from assembly.store import record_conversion
+from tests.assembly.arms import WEIGHTS, arm_item, experiment_item, growthbook, slot_item
 from tests.assembly.support import Client, assemble, decision_app, runtime, settle
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
@@ -220,3 +222,73 @@ async def test_assignment_made_anonymously_carries_over_to_the_known_user(
         redis, runtime(app).keys, {**ORDER, "userId": "user-7", "anonymousId": "anon-7"}
     )
     assert (await counts(redis))[f"arm:{arm}:conversions"] == 1
+
+
+# ------------------------------------------------- arms republished and reordered under traffic
+
+ARMS = ("cta-b", "cta-c", "cta-d")
+REORDERED = ("cta-d", "cta-c", "cta-b")
+EQUAL = dict.fromkeys(("control", *ARMS), 0.25)
+
+
+async def traffic(client: Any, users: list[str], session: str) -> dict[str, str | None]:
+    """Each visitor's arm label on one page view (None: the experiment did not apply)."""
+    served = {}
+    for user in users:
+        answer = await cta(client, user, session=session)
+        served[user] = answer["experiment"]["variant"] if answer["experiment"] else None
+    return served
+
+
+def growthbook_arms(order: tuple[str, ...], weights: dict[str, float], users: list[str]) -> Any:
+    labels = ["control", *order]
+    return {u: growthbook(labels, [weights[k] for k in labels], u, 1.0) for u in users}
+
+
+async def convert(app: Any, redis: Redis, users: list[str]) -> None:
+    for user in users:
+        await record_conversion(redis, runtime(app).keys, {**ORDER, "userId": user})
+
+
+async def test_results_per_variant_key_stay_exact_through_a_republish_and_a_reorder(
+    bridge: Client, redis: Redis
+) -> None:
+    app, client = bridge
+    await publish(
+        app,
+        experiment_item(coverage=1.0, controlWeight=WEIGHTS["control"]),
+        slot_item(*ARMS),
+        *(arm_item(k, WEIGHTS[k]) for k in ARMS),
+    )
+    first = [f"a{i}" for i in range(60)]
+    before = await traffic(client, first, "s1")
+    assert before == growthbook_arms(ARMS, WEIGHTS, first)
+    await settle(app)
+    await convert(app, redis, first[::3])
+    # Republish every arm with equal weights and list them in the opposite order.
+    await publish(
+        app,
+        experiment_item(coverage=1.0, controlWeight=0.25, revision=4),
+        slot_item(*REORDERED, revision=4),
+        *(arm_item(k, 0.25, revision=2) for k in ARMS),
+    )
+    assert await traffic(client, first, "s2") == before, "assigned visitors keep their arm"
+    second = [f"b{i}" for i in range(60)]
+    after = await traffic(client, second, "s1")
+    assert after == growthbook_arms(REORDERED, EQUAL, second)
+    await settle(app)
+    await convert(app, redis, [*first[::3], *first[1::3], *second[::4]])  # repeats count once
+    converted = {*first[::3], *first[1::3], *second[::4]}
+    document = await admin.results(runtime(app), EXPERIMENT)
+    rows = {row["variant"]: row for row in document["arms"]}
+    assert [row["variant"] for row in document["arms"]] == ["control", *REORDERED]
+    assert [row["arm"] for row in document["arms"]] == [0, 1, 2, 3]
+    for label, row in rows.items():
+        old = [u for u in first if before[u] == label]
+        new = [u for u in second if after[u] == label]
+        assert row["exposures"] == len(old) + len(new), label
+        assert row["sessions"] == 2 * len(old) + len(new), label
+        assert row["conversions"] == len([u for u in old + new if u in converted]), label
+        assert row["weight"] == 0.25
+    stored: Any = await redis.hkeys(f"mbtest:decisions:test:{EXPERIMENT}")
+    assert all(f == b"meta" or f.startswith(b"arm:") for f in stored), "no positional counters"
