@@ -292,3 +292,27 @@ async def test_results_per_variant_key_stay_exact_through_a_republish_and_a_reor
         assert row["weight"] == 0.25
     stored: Any = await redis.hkeys(f"mbtest:decisions:test:{EXPERIMENT}")
     assert all(f == b"meta" or f.startswith(b"arm:") for f in stored), "no positional counters"
+
+
+async def test_weights_outside_the_tolerance_are_reported_in_readyz(bridge: Client) -> None:
+    app, client = bridge
+    weights = {**WEIGHTS, "control": 0.4}  # 1.3: GrowthBook splits equally
+    await publish(
+        app,
+        experiment_item(coverage=1.0, controlWeight=0.4),
+        slot_item(*ARMS),
+        *(arm_item(k, WEIGHTS[k]) for k in ARMS),
+    )
+    ready = (await client.get("/readyz")).json()
+    problems = [
+        i["problem"] for i in ready["library"]["issues"] if i["contentType"] == "mbExperiment"
+    ]
+    assert problems == [
+        f"experiment {EXPERIMENT}: weights sum to 1.3 (controlWeight 0.4 + cta-b 0.2 + cta-c 0.3 "
+        "+ cta-d 0.4), not 1 (0.99 to 1.01); an equal split (1/4 each) is used in slot home.cta"
+    ]
+    users = [f"w{i}" for i in range(40)]
+    assert await traffic(client, users, "s1") == growthbook_arms(ARMS, weights, users)
+    await settle(app)
+    document = await admin.results(runtime(app), EXPERIMENT)
+    assert [row["weight"] for row in document["arms"]] == [0.25] * 4
