@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -193,19 +194,49 @@ class KillSwitchStore:
 
 
 class SwitchWatcher:
-    """Holds this replica's `SwitchBoard` and keeps it current."""
+    """Holds this replica's `SwitchBoard` and keeps it current.
+
+    A global switch set while the store is sick is in force here at once (`apply_locally`);
+    every `refresh` first stores and announces it, so it reaches the other replicas as soon
+    as the store is back (docs/operations.md, runbook).
+    """
 
     def __init__(self, store: KillSwitchStore, poll_seconds: float) -> None:
         self.store = store
         self.board = EMPTY_BOARD
+        self.local: KillSwitch | None = None  # the global switch not stored yet
+        self._stored = EMPTY_BOARD
         self._poll = poll_seconds
+        self._lock = asyncio.Lock()
+
+    def apply_locally(self, switch: KillSwitch | None) -> None:
+        """Put a global switch in force on this replica (None: drop the unstored one)."""
+        self.local = switch
+        self._compose()
 
     async def refresh(self) -> None:
-        board = await self.store.load()
-        if board != self.board:
-            log.info("assembly.kill_switch.loaded", active=len(board.all()))
-            metrics.KILL_SWITCHES.set(len(board.all()))
+        async with self._lock:
+            if self.local is not None:
+                await self._store_local(self.local)
+            board = await self.store.load()
+            if board != self._stored:
+                log.info("assembly.kill_switch.loaded", active=len(board.all()))
+            self._stored = board
+            self._compose()
+
+    async def _store_local(self, switch: KillSwitch) -> None:
+        if await self.store.get("global", "") is None:
+            await self.store.set(switch)
+        if self.local is switch:
+            self.local = None
+        log.info("assembly.kill_switch.stored", scope="global", by=switch.by)
+
+    def _compose(self) -> None:
+        board = self._stored
+        if self.local is not None and board.everything is None:
+            board = dataclasses.replace(board, everything=self.local)
         self.board = board
+        metrics.KILL_SWITCHES.set(len(board.all()))
 
     async def run(self, redis: Redis) -> None:
         """Reload on every announcement, and at least every `poll_seconds`; never ends."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -9,7 +10,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.responses import OrjsonResponse
 
@@ -50,6 +54,14 @@ class Unauthorized(BridgeError):
 
 class ServiceUnavailable(BridgeError):
     status_code = 503
+    retry_after: int | None = None
+    """Seconds for the `Retry-After` header of the answer; None: no header."""
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """Redis is down, hung or refusing: the operation did not happen; try again shortly."""
+
+    retry_after = 2
 
 
 def json_object(body: bytes, error: type[BridgeError]) -> dict[str, Any]:
@@ -80,7 +92,17 @@ async def _bridge_error(_: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, BridgeError)
     if exc.status_code >= 500:
         log.warning("http.error", error=exc.name, detail=exc.detail)
-    return error_response(exc.status_code, exc.name, exc.detail)
+    response = error_response(exc.status_code, exc.name, exc.detail)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+async def _store_error(request: Request, exc: Exception) -> OrjsonResponse:
+    """A Redis failure nobody translated: 503 `StoreUnavailable`, never a text 500."""
+    detail = f"the store is unavailable ({type(exc).__name__}); retry shortly"
+    return await _bridge_error(request, StoreUnavailable(detail))
 
 
 async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
@@ -99,7 +121,65 @@ async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Every error answers JSON `{"error", "detail"}`; call before adding other middleware
+    (the catch-all for unexpected errors must sit inside them, so they see a 500 answer)."""
     app.add_exception_handler(BridgeError, _bridge_error)
+    app.add_exception_handler(RedisConnectionError, _store_error)
+    app.add_exception_handler(RedisTimeoutError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """Turns an exception no handler took into a JSON 500 carrying a request id.
+
+    The id is the request's `X-Request-Id` when it sent a usable one, else a new one; it is
+    in the answer (header and detail) and in the `http.unexpected_error` log line with the
+    traceback, so a report can be matched to its log. Nothing else about the error leaks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request_id = request_id_of(scope)
+            log.exception(
+                "http.unexpected_error",
+                request_id=request_id,
+                method=scope.get("method"),
+                path=scope.get("path"),
+            )
+            if started:  # too late for an answer: the client sees the connection end
+                raise
+            detail = f"an unexpected error occurred; request id {request_id}"
+            response = error_response(500, "InternalError", detail)
+            response.headers[REQUEST_ID_HEADER] = request_id
+            await response(scope, receive, send)
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's `X-Request-Id` when it is short and plain, else a new random id."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= 128 and all(c.isalnum() or c in "-_.:" for c in text):
+                return text
+    return uuid.uuid4().hex

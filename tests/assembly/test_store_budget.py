@@ -5,9 +5,6 @@ with a reply still pending."""
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,34 +12,11 @@ from redis.asyncio import Redis
 
 from assembly.breaker import Breaker
 from assembly.readpath import OneRoundTrip, RawCommands
+from tests.assembly.faults import pause, private_redis, resume
 from tests.assembly.support import decision_app, runtime
-from tests.support.redis_server import RedisServer
 
 FAST: dict[str, Any] = {"read_budget_seconds": 0.05, "breaker_open_seconds": 0.2}
 HOME = {"template": "home", "user": {"id": "u-1"}, "context": {"audiences": ["cart_abandoners"]}}
-
-
-@contextmanager
-def private_redis() -> Iterator[RedisServer]:
-    """A redis-server of the test's own, safe to SIGSTOP (never the shared one)."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            server.process.send_signal(signal.SIGCONT)
-        server.stop()
-
-
-def pause(server: RedisServer) -> None:
-    assert server.process is not None
-    server.process.send_signal(signal.SIGSTOP)
-
-
-def resume(server: RedisServer) -> None:
-    assert server.process is not None
-    server.process.send_signal(signal.SIGCONT)
 
 
 class Clock:
