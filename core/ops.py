@@ -19,23 +19,35 @@ router = APIRouter(tags=["operations"])
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    summary="Readiness: library loaded and store reachable",
-    responses={503: {"description": "not ready; the body says why"}},
-)
 async def readyz(request: Request) -> OrjsonResponse:
     check: ReadinessCheck = request.app.state.readiness
     ready, detail = await check()
     return OrjsonResponse(
         {"status": "ready" if ready else "not ready", **detail}, status_code=200 if ready else 503
     )
+
+
+_PROBES: list[tuple[str, Callable[..., Awaitable[Any]], dict[str, Any]]] = [
+    ("/healthz", healthz, {"summary": "Liveness: the process answers"}),
+    (
+        "/readyz",
+        readyz,
+        {
+            "summary": "Readiness: library loaded and store reachable",
+            "responses": {503: {"description": "not ready; the body says why"}},
+        },
+    ),
+]
+# One serving route per probe for GET and HEAD (so a 405 lists both in `Allow`), kept out of
+# the schema; its GET-only twin, never reached, documents the operation with one operation id.
+for _path, _endpoint, _doc in _PROBES:
+    router.add_api_route(_path, _endpoint, methods=["GET", "HEAD"], include_in_schema=False)
+for _path, _endpoint, _doc in _PROBES:
+    router.add_api_route(_path, _endpoint, methods=["GET"], **_doc)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
