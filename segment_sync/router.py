@@ -85,7 +85,11 @@ def _route(path: str, kind: str | None, model: type[BaseModel], summary: str) ->
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": model.model_json_schema()}},
+                # browser SDKs send `text/plain` (no CORS preflight); the body is JSON either way
+                "content": {
+                    media: {"schema": model.model_json_schema()}
+                    for media in ("application/json", "text/plain")
+                },
             }
         },
     )
