@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from assembly.admin_router import router as decisions_admin_router
 from assembly.config import DecisionSettings
-from assembly.fallback import FallbackLibrary
+from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
 from assembly.runtime import DecisionRuntime
@@ -46,6 +47,8 @@ from core.timing import LatencyMiddleware
 from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
 from integration.demo import DemoSource
+from integration.exceptions import ContentfulError
+from integration.library import compile_library
 from integration.schemas import ContentSource
 from integration.service import LibraryHolder, sync_forever
 from integration.store import ContentStore, SyncLock
@@ -143,20 +146,63 @@ class Runtime:
     content: ContentStore
     holder: LibraryHolder
     sync: SyncService
+    lock: SyncLock
+    snapshot: SnapshotWriter
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     first_sync: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready only with a complete library; says which generation, how old, and the sync."""
         library = self.holder.library
         store_ok = await _ping(self.redis)
-        synced_at = await self.content.synced_at() if store_ok else None
         detail: dict[str, Any] = {
-            "library": library.summary() if library else None,
-            "store": {"reachable": store_ok, "embedded": self.embedded},
+            "library": self._library_detail(),
+            "store": {
+                "reachable": store_ok,
+                "embedded": self.embedded,
+                "lostSince": self.holder.store_lost_since,
+            },
             "source": self.sync.source_name,
-            "syncAgeSeconds": round(time.time() - synced_at, 1) if synced_at else None,
+            **(await self._sync_detail() if store_ok else {"sync": None, "syncAgeSeconds": None}),
         }
         return library is not None and store_ok, detail
+
+    def _library_detail(self) -> dict[str, Any] | None:
+        library, generation = self.holder.library, self.holder.generation
+        if library is None:
+            return None
+        built = generation.built_at if generation else library.built_at
+        return {
+            **library.summary(),
+            "generation": generation.id if generation else None,
+            "builtAt": built,
+            "ageSeconds": round(time.time() - built, 1),
+            "epoch": self.holder.epoch,
+        }
+
+    async def _sync_detail(self) -> dict[str, Any]:
+        """The sync as the store records it (whichever replica runs it)."""
+        try:
+            state = await self.content.sync_state()
+            owner = await self.redis.get(self.keys.sync_lock)
+            synced_at = await self.content.synced_at()
+        except (RedisError, OSError):
+            return {"sync": None, "syncAgeSeconds": None}
+        error = state.get("lastError")
+        return {
+            "sync": {
+                "running": state.get("running") or None if owner else None,
+                "lastSuccessAt": _float(state.get("lastSuccessAt")),
+                "lastErrorAt": _float(state.get("lastErrorAt")),
+                "lastError": orjson.loads(error) if error else None,
+                "lastMode": state.get("lastMode") or None,
+            },
+            "syncAgeSeconds": round(time.time() - synced_at, 1) if synced_at else None,
+        }
+
+
+def _float(raw: str | None) -> float | None:
+    return float(raw) if raw else None
 
 
 async def _ping(redis: Redis) -> bool:
@@ -173,19 +219,52 @@ def content_source(settings: ContentfulSettings) -> ContentSource:
     return DemoSource()
 
 
+def source_identity(settings: ContentfulSettings) -> str:
+    """What a last-good snapshot must name to stand in for this replica's content."""
+    if not settings.configured:
+        return DEMO_SOURCE
+    return f"contentful:{settings.space_id}/{settings.environment}"
+
+
 def build_runtime(settings: AppSettings) -> Runtime:
     redis, embedded = connect(settings.store)
     keys = Keys(settings.store.key_prefix)
     content = ContentStore(redis, keys)
+    depth = settings.service.link_depth
+    snapshot = SnapshotWriter(settings.service.snapshot_path, source_identity(settings.contentful))
+    validate = functools.partial(compile_library, link_depth=depth)
+    lease = settings.contentful.sync_lease_seconds
     return Runtime(
         settings=settings,
         redis=redis,
         embedded=embedded,
         keys=keys,
         content=content,
-        holder=LibraryHolder(content, link_depth=settings.service.link_depth),
-        sync=SyncService(content_source(settings.contentful), content),
+        holder=LibraryHolder(content, link_depth=depth, on_install=snapshot.notify),
+        sync=SyncService(content_source(settings.contentful), content, validate=validate),
+        lock=SyncLock(redis, keys.sync_lock, ttl_seconds=lease),
+        snapshot=snapshot,
     )
+
+
+def full_resync_on_store_loss(runtime: Runtime) -> None:
+    """When the store lost its data: rebuild a generation now (one replica wins the lease)."""
+
+    def trigger() -> None:
+        task = asyncio.create_task(_full_resync(runtime), name="store-lost-resync")
+        runtime.tasks.append(task)
+
+    runtime.holder.on_store_lost = trigger
+
+
+async def _full_resync(runtime: Runtime) -> None:
+    try:
+        result = await sync_once_locked(runtime.sync, runtime.lock, full=True)
+    except (ContentfulError, RedisError, OSError) as exc:
+        log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))
+        return
+    if result is not None:
+        await runtime.holder.refresh()
 
 
 @contextlib.asynccontextmanager
@@ -212,15 +291,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_len=settings.segment.stream_max_len,
         ),
     )
+    fallback = startup_fallback(runtime.snapshot.path, source_identity(settings.contentful))
     app.state.assembly = AssemblyService(
-        runtime.holder, decisions.reader, FallbackLibrary.load(), engine=decisions.engine
+        runtime.holder, decisions.reader, fallback, engine=decisions.engine
     )
     interval = settings.contentful.sync_interval_seconds
-    lock = SyncLock(runtime.redis, runtime.keys.sync_lock, ttl_seconds=max(60.0, interval * 4))
+    lock = runtime.lock
+    full_resync_on_store_loss(runtime)
     runtime.tasks = [
         asyncio.create_task(
             sync_forever(runtime.sync, lock, interval, attempted=runtime.first_sync), name="sync"
         ),
+        asyncio.create_task(runtime.snapshot.run(), name="library-snapshot"),
         asyncio.create_task(
             runtime.holder.watch(
                 runtime.redis, runtime.keys, settings.service.library_poll_seconds
@@ -231,7 +313,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.contentful_webhooks = webhooks = build_contentful_webhooks(
         settings.contentful_webhooks,
         settings.contentful,
-        redis=runtime.redis,
+        content=runtime.content,
         keys=runtime.keys,
         holder=runtime.holder,
         sync=functools.partial(sync_once_locked, runtime.sync, lock),

@@ -41,3 +41,10 @@ class SwitchNotSet(AssemblyError):
 
 class LibraryNotLoaded(AssemblyError):
     status_code = 503
+
+
+class ContentUnavailable(AssemblyError):
+    """No library is live and the fallback has nothing for what was asked: not an unknown
+    template (404), but content this replica cannot know yet."""
+
+    status_code = 503

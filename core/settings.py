@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -48,6 +49,8 @@ class ServiceSettings(BridgeBaseSettings):
     link_depth: int = Field(default=2, ge=0, le=10)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     library_poll_seconds: float = Field(default=5.0, gt=0)
+    # The last complete library, written after each generation (docs/operations.md).
+    snapshot_path: Path = Path("data/last-good-library.json")
     # HTTP server limits (core/server.py, core/limits.py; docs/operations.md "HTTP server").
     keep_alive_seconds: int = Field(default=75, ge=1)
     header_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -235,6 +235,11 @@ class FakeContentful(LoopbackFake):
         """Hold the next `count` requests for `seconds` before answering them normally."""
         self._add_faults(_Fault(delay=seconds), count)
 
+    def clear_faults(self) -> None:
+        """Drop every fault still queued: requests are answered normally from now on."""
+        with self._lock:
+            self._faults.clear()
+
     @property
     def requests(self) -> list[tuple[str, dict[str, str]]]:
         """Every request received, in order: (path, query parameters)."""

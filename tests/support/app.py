@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +17,20 @@ from core.settings import ServiceSettings, StoreSettings
 from integration.config import ContentfulSettings
 
 
-def make_settings(redis_url: str | None, prefix: str = "mbtest", **contentful: Any) -> AppSettings:
+def make_settings(
+    redis_url: str | None,
+    prefix: str = "mbtest",
+    *,
+    snapshot_path: Path | None = None,
+    **contentful: Any,
+) -> AppSettings:
+    """Settings for one test app; its last-good snapshot goes to a fresh temporary folder
+    unless `snapshot_path` says where."""
+    snapshot = snapshot_path or Path(tempfile.mkdtemp(prefix="mb-snapshot-")) / "library.json"
     return AppSettings(
-        service=ServiceSettings(log_level="warning", library_poll_seconds=0.2),
+        service=ServiceSettings(
+            log_level="warning", library_poll_seconds=0.2, snapshot_path=snapshot
+        ),
         store=StoreSettings(url=redis_url, key_prefix=prefix),
         contentful=ContentfulSettings(_env_file=None, **contentful),
     )
