@@ -704,3 +704,27 @@ async def test_a_late_publish_cannot_resurrect_what_the_sync_deleted(
     assert result.deletions == 1
     assert late.json()["status"] == "stale"
     assert entity is None
+
+
+# --- bulk publishes ---------------------------------------------------------------------------
+
+
+async def test_fifty_concurrent_deliveries_of_a_release_all_apply_without_a_5xx(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    """A release publishes many entries at once: the guard is per entity, so none aborts
+    another (the old global WATCH answered ~10% of such a burst with 503)."""
+    bodies = []
+    for n in range(50):
+        payload = cma_entry("hero-cart", revision=1, headline=f"Release item {n}")
+        payload["sys"]["id"] = f"release-{n}"
+        bodies.append(payload)
+    async with bridge(redis_server) as (app, client):
+        answers = await asyncio.gather(*(deliver(client, body) for body in bodies))
+        library = app.state.runtime.holder.library
+        visible = [library.resolver.entry(f"release-{n}", "en-US") for n in range(50)]
+    assert [a.status_code for a in answers] == [200] * 50
+    assert {a.json()["status"] for a in answers} == {"applied"}
+    assert all(entry is not None for entry in visible)
+    stored = await redis.hkeys("mbtest:content:entities")
+    assert {f"Entry:release-{n}".encode() for n in range(50)} <= set(stored)
