@@ -119,11 +119,17 @@ class SwitchKeys:
     switches: str
     audit: str
     channel: str
+    marker: str  # written with every change: its loss means the store lost its data
 
     @staticmethod
     def of(keys: Keys) -> SwitchKeys:
         base = f"{keys.prefix}:decisions"
-        return SwitchKeys(f"{base}:kill_switches", f"{base}:audit", f"{base}:changed")
+        return SwitchKeys(
+            f"{base}:kill_switches",
+            f"{base}:audit",
+            f"{base}:changed",
+            f"{base}:kill_switches:kept",
+        )
 
 
 class KillSwitchStore:
@@ -134,8 +140,27 @@ class KillSwitchStore:
         self.keys = SwitchKeys.of(keys)
 
     async def load(self) -> SwitchBoard:
-        rows = await self._redis.hgetall(self.keys.switches)
-        return SwitchBoard.of(s for s in map(KillSwitch.decode, rows.values()) if s is not None)
+        board, _ = await self.load_marked()
+        return board
+
+    async def load_marked(self) -> tuple[SwitchBoard, bool]:
+        """The switches, and whether the store still has the marker every change writes."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.switches)
+            pipe.exists(self.keys.marker)
+            rows, marked = await pipe.execute()
+        switches = (s for s in map(KillSwitch.decode, rows.values()) if s is not None)
+        return SwitchBoard.of(switches), bool(marked)
+
+    async def restore(self, board: SwitchBoard) -> None:
+        """Write back the switches a replica knows, after the store lost them (audited)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for switch in board.all():
+                pipe.hset(self.keys.switches, switch.field, orjson.dumps(switch.to_json()))
+                self._audit(pipe, "restore", switch)
+            pipe.set(self.keys.marker, b"1")
+            pipe.publish(self.keys.channel, b"restored")
+            await pipe.execute()
 
     async def get(self, scope: Scope, key: str) -> KillSwitch | None:
         raw = await self._redis.hget(self.keys.switches, f"{scope}:{key}")
@@ -144,6 +169,7 @@ class KillSwitchStore:
     async def set(self, switch: KillSwitch) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.switches, switch.field, orjson.dumps(switch.to_json()))
+            pipe.set(self.keys.marker, b"1")
             self._audit(pipe, "set", switch)
             pipe.publish(self.keys.channel, switch.field)
             await pipe.execute()
@@ -168,6 +194,7 @@ class KillSwitchStore:
         cleared = KillSwitch(scope, key, by, reason, time.time())
         async with self._redis.pipeline(transaction=True) as pipe:
             self._audit(pipe, "clear", cleared)
+            pipe.set(self.keys.marker, b"1")
             pipe.publish(self.keys.channel, name)
             await pipe.execute()
         log.warning(
@@ -218,11 +245,23 @@ class SwitchWatcher:
         async with self._lock:
             if self.local is not None:
                 await self._store_local(self.local)
-            board = await self.store.load()
+            board, marked = await self.store.load_marked()
+            if not marked and not board.all() and self._stored.all():
+                board = await self._restore(self._stored)
             if board != self._stored:
                 log.info("assembly.kill_switch.loaded", active=len(board.all()))
             self._stored = board
             self._compose()
+
+    async def _restore(self, known: SwitchBoard) -> SwitchBoard:
+        """The store came back empty: none of the switches this replica knows may vanish."""
+        await self.store.restore(known)
+        log.error(
+            "assembly.kill_switch.restored",
+            detail="the store lost its kill switches; wrote back the ones this replica knew",
+            switches=[s.label for s in known.all()],
+        )
+        return known
 
     async def _store_local(self, switch: KillSwitch) -> None:
         if await self.store.get("global", "") is None:

@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from assembly.killswitch import KillSwitch, KillSwitchStore
 from core.redis import Keys
 from integration.normalize import normalize_items
 from integration.store import ContentStore, SyncLock, writes_of
@@ -174,12 +176,15 @@ def _revised(item: dict[str, Any], revision: int, headline: str) -> dict[str, An
 
 
 async def test_a_store_that_loses_its_data_keeps_the_replica_serving_and_resyncs(
-    redis: Redis, redis_server: RedisServer
+    redis: Redis, keys: Keys, redis_server: RedisServer
 ) -> None:
+    switches = KillSwitchStore(redis, keys)
     with slow_fake(0.0) as fake:
         async with running_app(settings_for(fake, redis_server.url)) as (app, client):
-            holder = app.state.runtime.holder
+            holder, watcher = app.state.runtime.holder, app.state.decisions.watcher
             first = holder.epoch
+            await switches.set(KillSwitch("slot", "home.banner", "ops", "broken banner", 1.0))
+            await wait_for(lambda: _has_switches(watcher))
             fake.delay_next(0.2, count=30)  # the rebuild takes a while: watch the gap
             redis_server.stop()
             redis_server.start()
@@ -188,11 +193,26 @@ async def test_a_store_that_loses_its_data_keeps_the_replica_serving_and_resyncs
             metrics = (await client.get("/metrics")).text
             await wait_for(lambda: _epoch_changed(holder, first), seconds=30)
             ready = await client.get("/readyz")
+            await wait_for(lambda: _stored_again(switches))
+            page = (await client.post("/v1/assemble", json=VISITOR)).json()
     assert served.status_code == 200
     assert served.json()["slots"][0]["source"] == "variant"
     assert "microbridge_store_lost 1.0" in metrics
     assert ready.status_code == 200
     assert ready.json()["store"]["lostSince"] is None
+    banner = next(s for s in page["slots"] if s["slot"] == "home.banner")
+    assert banner["reason"].startswith("kill switch")
+
+
+async def _has_switches(watcher: Any) -> bool:
+    return bool(watcher.board.all())
+
+
+async def _stored_again(switches: KillSwitchStore) -> bool:
+    try:
+        return bool((await switches.load()).all())
+    except (RedisError, OSError):
+        return False
 
 
 async def _lost(client: httpx.AsyncClient) -> bool:
