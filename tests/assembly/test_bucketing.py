@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from growthbook.core import _is_valid_weight_vector
 
 from assembly.bucketing import (
     choose_variation,
@@ -17,6 +18,7 @@ from assembly.bucketing import (
     get_equal_weights,
     in_namespace,
     in_range,
+    weights_valid,
 )
 
 GROWTHBOOK = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "growthbook"
@@ -141,3 +143,23 @@ def test_fnv1a32_long_texts_match_the_unit_by_unit_definition(text: str) -> None
             (expected ^ int.from_bytes(units[i : i + 2], "little")) * 0x01000193
         ) & 0xFFFFFFFF
     assert fnv1a32(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("weights", "valid"),
+    [
+        ([0.09, 0.2, 0.3, 0.4], True),  # 0.99: inside the tolerance, used as given
+        ([0.2, 0.2, 0.3, 0.31], True),  # 1.01
+        ([0.4, 0.2, 0.3, 0.4], False),  # 1.3
+        ([0.1, 0.2, 0.3, 0.38], False),  # 0.98
+        ([0.5, 0.5], False),  # one per variation, or none
+        ([1.2, -0.2, 0.0, 0.0], False),  # negative: growthbook-python refuses it
+        ([math.nan, 0.5, 0.25, 0.25], False),
+    ],
+)
+def test_weights_valid_is_growthbooks_rule(weights: list[float], valid: bool) -> None:
+    assert weights_valid(4, weights) is valid
+    assert _is_valid_weight_vector(weights, 4) is valid
+    ranges = get_bucket_ranges(4, 1.0, weights)
+    shares = [end - start for start, end in ranges]
+    assert shares == pytest.approx(weights if valid else [0.25] * 4)

@@ -14,14 +14,18 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
+from rich.console import Console
 from structlog.testing import capture_logs
 
-from assembly import store
+from assembly import state, store
+from assembly.config import DecisionSettings
 from assembly.experiments import experiment_meta
 from assembly.ports import Profile
+from assembly.results import results_document, results_table
 from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.state import DecisionState, Exposure, VisitorWrite
+from assembly.stats import two_sided_p
 from assembly.visitor import build_visitor
 from core.redis import Keys
 from integration.library import Library, compile_library
@@ -225,3 +229,31 @@ class TestPositionalCounters:
             "arm:cta-b:sessions": b"1",
         }
         assert orjson.loads(row[b"meta"])["arms"] == ["control", "cta-b", "cta-c", "cta-d"]
+
+
+class TestResultRows:
+    def test_an_arm_no_longer_in_the_slot_is_listed_last_and_kept_out_of_srm(self) -> None:
+        meta = state.TestMeta("experiment", ("control", "cta-b"), (0.5, 0.5), "Order Completed")
+        counts = store.TestCounts(
+            EXPERIMENT,
+            meta,
+            visitors={"control": 100, "cta-old": 40, "cta-b": 90},
+            sessions={"control": 150, "cta-old": 41, "cta-b": 120},
+            conversions={"control": 10, "cta-old": 3, "cta-b": 12},
+        )
+        document = results_document(
+            EXPERIMENT, counts, meta, None, DecisionSettings(_env_file=None)
+        )
+        rows = [(r["arm"], r["variant"], r["weight"], r["exposures"]) for r in document["arms"]]
+        assert rows == [
+            (0, "control", 0.5, 100),
+            (1, "cta-b", 0.5, 90),
+            (None, "cta-old", None, 40),
+        ]
+        assert document["arms"][2]["pValue"] == two_sided_p(10, 100, 3, 40)
+        assert document["srm"]["expected"] == [95.0, 95.0]
+        console = Console(record=True, width=160)
+        console.print(results_table(document))
+        text = console.export_text()
+        assert "cta-old" in text
+        assert "(control)" in text
