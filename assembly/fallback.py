@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import structlog
 
 from integration.library import Library, RenderedEntry
+
+log = structlog.get_logger()
 
 FALLBACK_FILE = Path(__file__).resolve().parent.parent / "templates" / "fallback.json"
 
@@ -40,6 +43,30 @@ class FallbackLibrary:
                 for key, slot in data.get("slots", {}).items()
             },
         )
+
+
+class FallbackState:
+    """Whether answers come from the fallback library, logged once per change of state.
+
+    Every fallback answer is counted (`microbridge_fallback_total`); the log has one
+    `assembly.fallback_started` line when it begins (or its cause changes) and one
+    `assembly.fallback_ended` when a library is live again, not one line per page view.
+    """
+
+    __slots__ = ("cause",)
+
+    def __init__(self) -> None:
+        self.cause: str | None = None
+
+    def used(self, cause: str) -> None:
+        if cause != self.cause:
+            self.cause = cause
+            log.warning("assembly.fallback_started", cause=cause)
+
+    def recovered(self) -> None:
+        if self.cause is not None:
+            log.info("assembly.fallback_ended", cause=self.cause)
+            self.cause = None
 
 
 def export_fallback(library: Library, locale: str | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from assembly.config import DecisionSettings
 from assembly.decision import Decision
 from assembly.engine import DecisionEngine
 from assembly.exceptions import PreviewUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
-from assembly.fallback import FallbackLibrary
+from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
 from assembly.state import EMPTY_STATE, DecisionState
@@ -95,6 +95,7 @@ class AssemblyService:
     ) -> None:
         self._libraries = libraries
         self._fallback = fallback
+        self.fallback_state = FallbackState()
         self.clock = clock
         self.engine = engine or DecisionEngine(DecisionSettings())
         settings = self.engine.settings
@@ -112,6 +113,7 @@ class AssemblyService:
         library = self._libraries.library
         if library is None:
             return self._from_fallback(request, "library not loaded")
+        self.fallback_state.recovered()
         template, slots = _select(library, request)
         locale = _locale(library, request.locale)
         profile, state, store_ok = await self.profiles.read(request)
@@ -147,7 +149,7 @@ class AssemblyService:
         metrics.FALLBACK_USED.labels(cause=cause).inc()
         metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
         metrics.SLOTS_BY_SOURCE["fallback"].inc(len(answers))
-        log.warning("assembly.fallback_used", cause=cause, template=request.template)
+        self.fallback_state.used(cause)
         return orjson.dumps(
             {
                 "template": request.template,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 
 import orjson
 import structlog
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import BridgeError, PayloadTooLarge
@@ -31,6 +30,13 @@ _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class RequestTimeout(BridgeError):
     status_code = 408
+
+
+class RequestAborted(BridgeError):
+    """The client went away mid-body: one `http.request_aborted` line, no traceback (the
+    answer goes nowhere)."""
+
+    status_code = 400
 
 
 class BodyLimitMiddleware:
@@ -134,7 +140,10 @@ class BodyTimeoutMiddleware:
                 raise RequestTimeout(
                     f"the request body did not arrive within {seconds:g} s"
                 ) from None
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            if message["type"] == "http.disconnect":
+                log.info("http.request_aborted", method=scope["method"], path=scope["path"])
+                raise RequestAborted("the client closed the connection before its body arrived")
+            body_done = not message.get("more_body", False)
             return message
 
         async def closing_send(message: Message) -> None:
@@ -143,7 +152,4 @@ class BodyTimeoutMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self._app(scope, timed_receive, closing_send)
-        except ClientDisconnect:
-            log.info("http.request_aborted", method=scope["method"], path=scope["path"])
+        await self._app(scope, timed_receive, closing_send)

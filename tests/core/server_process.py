@@ -41,7 +41,7 @@ def limit_files(soft: int) -> Callable[[], None]:
 class ServerProcess:
     def __init__(
         self,
-        argv: Sequence[str],
+        command: Sequence[str],
         env: dict[str, str],
         port: int,
         cwd: Path,
@@ -52,8 +52,9 @@ class ServerProcess:
         self.log = cwd / "server.log"
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *argv],
+            list(command),
             cwd=cwd,
+            start_new_session=True,  # `make run` → uv → python: stop() signals the whole group
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -77,11 +78,11 @@ class ServerProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log_file.close()
 
@@ -94,16 +95,20 @@ class ServerProcess:
 def serve(
     tmp_path: Path,
     *,
-    argv: Sequence[str] | None = None,
+    command: Sequence[str] | None = None,
     env: dict[str, str] | None = None,
     port: int | None = None,
     preexec: Callable[[], None] | None = None,
 ) -> ServerProcess:
-    """`cli.py serve` on BRIDGE_PORT (or `argv`), healthy when returned."""
+    """`cli.py serve` (or `command`) on BRIDGE_PORT, healthy when returned."""
     port = port or free_port()
     environment = clean_env(BRIDGE_PORT=str(port), **(env or {}))
     server = ServerProcess(
-        argv or [str(ROOT / "cli.py"), "serve"], environment, port, tmp_path, preexec
+        command or [sys.executable, str(ROOT / "cli.py"), "serve"],
+        environment,
+        port,
+        tmp_path,
+        preexec,
     )
     try:
         server.wait_healthy()
