@@ -5,6 +5,10 @@ one table of what is retried: 429 waits what Contentful asks for (`X-Contentful-
 capped by `max_wait_seconds`), 5xx, timeouts and failed connections back off exponentially with
 jitter, and every other 4xx fails at once. Every failure surfaces as an `integration.exceptions`
 error. The SDK is blocking: callers on the event loop run these methods in a worker thread.
+
+`retry_policy` and `call_with_retries` are that policy for any Contentful SDK call: the
+Content Management API client (`integration.content_model.client`) uses them too, adding
+version conflicts (409) to what it retries.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from contentful.errors import (
     ServerError,
     ServiceUnavailableError,
 )
+from contentful_management.errors import HTTPError as ManagementHTTPError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -44,13 +49,18 @@ from integration.schemas import Locale, SyncPage
 __all__ = [
     "ContentfulSource",
     "WaitForServerHint",
+    "call_with_retries",
     "is_transient",
+    "retry_policy",
     "server_wait_hint",
 ]
 
 log = structlog.get_logger()
 
 T = TypeVar("T")
+
+# Both SDKs' HTTP errors carry `status_code` and the `requests` response.
+_HTTP_ERRORS: tuple[Any, ...] = (HTTPError, ManagementHTTPError)
 
 RATE_LIMIT_RESET_HEADER = "X-Contentful-RateLimit-Reset"
 RETRY_AFTER_HEADER = "Retry-After"
@@ -71,12 +81,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT_ERRORS):
         return True
     status = _status_of(exc)
-    return status is not None and status >= 500
+    return status is not None and (status == 429 or status >= 500)
 
 
 def server_wait_hint(exc: BaseException | None) -> float | None:
     """Seconds the server asked us to wait (`X-Contentful-RateLimit-Reset`, else `Retry-After`)."""
-    if not isinstance(exc, HTTPError):
+    if not isinstance(exc, _HTTP_ERRORS):
         return None
     headers = exc.response.headers  # requests' CaseInsensitiveDict
     for name in (RATE_LIMIT_RESET_HEADER, RETRY_AFTER_HEADER):
@@ -99,6 +109,40 @@ class WaitForServerHint(wait_base):
         return min(float(seconds), self.max_wait)
 
 
+def retry_policy(
+    settings: ContentfulSettings,
+    *,
+    wait: WaitBaseT | None = None,
+    also_retry: Callable[[BaseException], bool] | None = None,
+) -> Retrying:
+    """The retry policy of every Contentful call: `is_transient` (plus `also_retry`), the
+    server's wait hint (or `wait`), at most `settings.max_attempts` tries, the last error raised."""
+
+    def retryable(exc: BaseException) -> bool:
+        return is_transient(exc) or (also_retry is not None and also_retry(exc))
+
+    return Retrying(
+        retry=retry_if_exception(retryable),
+        wait=wait if wait is not None else WaitForServerHint(max_wait=settings.max_wait_seconds),
+        stop=stop_after_attempt(settings.max_attempts),
+        reraise=True,
+    )
+
+
+def call_with_retries(retrying: Retrying, operation: str, request: Callable[[], T]) -> T:
+    """Run one SDK call (or a unit of calls) under `retrying`; any failure becomes our error."""
+    attempt = retrying.copy(before_sleep=_log_retry(operation))
+    try:
+        return attempt(lambda: _surface_rate_limit(request))
+    except (HTTPError, ManagementHTTPError, requests.RequestException) as exc:
+        attempts = int(attempt.statistics.get("attempt_number", 1))
+        raise _failure(operation, exc, attempts=attempts) from exc
+    except (KeyError, ValueError, TypeError) as exc:  # the SDK choking on the body
+        raise ContentfulError(
+            f"Contentful sent a malformed {operation} response ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 class ContentfulSource:
     """`ContentSource` over the CDA: sync pages and locales of one space environment.
 
@@ -109,13 +153,7 @@ class ContentfulSource:
 
     def __init__(self, settings: ContentfulSettings, *, wait: WaitBaseT | None = None) -> None:
         self._client = _build_client(settings)
-        default_wait = WaitForServerHint(max_wait=settings.max_wait_seconds)
-        self._retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait if wait is not None else default_wait,
-            stop=stop_after_attempt(settings.max_attempts),
-            reraise=True,
-        )
+        self._retrying = retry_policy(settings, wait=wait)
 
     @property
     def name(self) -> str:
@@ -133,16 +171,7 @@ class ContentfulSource:
 
     def _call(self, operation: str, request: Callable[[], T]) -> T:
         """Run one SDK call under the retry policy and turn any failure into our errors."""
-        retrying = self._retrying.copy(before_sleep=_log_retry(operation))
-        try:
-            return retrying(lambda: _surface_rate_limit(request))
-        except (HTTPError, requests.RequestException) as exc:
-            attempts = int(retrying.statistics.get("attempt_number", 1))
-            raise _failure(operation, exc, attempts=attempts) from exc
-        except (KeyError, ValueError, TypeError) as exc:  # the SDK choking on the body
-            raise ContentfulError(
-                f"Contentful sent a malformed {operation} response ({type(exc).__name__}: {exc})"
-            ) from exc
+        return call_with_retries(self._retrying, operation, request)
 
 
 def _build_client(settings: ContentfulSettings) -> Any:
@@ -172,12 +201,13 @@ def _surface_rate_limit(request: Callable[[], T]) -> T:
 
     Even with `max_rate_limit_retries=0` the SDK reads the reset header of a 429 while handling
     it; without the header (or with a non-integer one) that raises KeyError/ValueError instead.
+    Both SDKs (delivery and management) do this.
     """
     try:
         return request()
     except (KeyError, ValueError) as exc:
         rate_limited = exc.__context__
-        if isinstance(rate_limited, RateLimitExceededError):
+        if rate_limited is not None and _status_of(rate_limited) == 429:
             raise rate_limited from None
         raise
 
@@ -244,7 +274,7 @@ def _failure(operation: str, exc: Exception, *, attempts: int) -> ContentfulErro
 
 def _describe(exc: Exception) -> tuple[str | None, str]:
     """(`sys.id`, one readable line) of a failure; never includes the access token."""
-    if not isinstance(exc, HTTPError):
+    if not isinstance(exc, _HTTP_ERRORS):
         return None, f"{type(exc).__name__}: {exc}"
     body = _json_object(exc.response)
     sys = body.get("sys")
@@ -285,7 +315,7 @@ def _exception_of(state: RetryCallState) -> BaseException | None:
 
 
 def _status_of(exc: BaseException | None) -> int | None:
-    return int(exc.status_code) if isinstance(exc, HTTPError) else None
+    return int(exc.status_code) if isinstance(exc, _HTTP_ERRORS) else None
 
 
 def _seconds(value: str | None) -> float | None:
