@@ -16,6 +16,9 @@ class ContentfulSettings(BridgeBaseSettings):
     cda_url: str = "https://cdn.contentful.com"
     preview_token: SecretStr | None = None
     preview_url: str = "https://preview.contentful.com"
+    # Content Management API, for `cli.py model apply` only (never used by the service).
+    management_token: SecretStr | None = None
+    management_url: str = "https://api.contentful.com"
     sync_interval_seconds: float = Field(default=30.0, ge=0)
     # The sync lease: renewed every third of its life while a sync runs, so a dead holder
     # blocks the next sync for at most this long.
@@ -24,7 +27,7 @@ class ContentfulSettings(BridgeBaseSettings):
     max_attempts: int = Field(default=5, ge=1, le=20)
     max_wait_seconds: float = Field(default=60.0, gt=0)
 
-    @field_validator("cda_url", "preview_url")
+    @field_validator("cda_url", "preview_url", "management_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return base_url(value)
