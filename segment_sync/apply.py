@@ -35,10 +35,11 @@ from segment_sync import metrics
 from segment_sync.config import SegmentSettings
 from segment_sync.exceptions import SegmentSyncError
 from segment_sync.identity import World, message_ids
+from segment_sync.pipeline import TRUSTED_SOURCES
 from segment_sync.redis_tx import Session, failed, pairs, session
 from segment_sync.schemas import Invalid, parse_timestamp
 from segment_sync.signals import apply_event
-from segment_sync.state import ProfileState, decode_row, encode_view
+from segment_sync.state import AUDIENCE_TIMES_FIELD, ProfileState, decode_row, encode_view
 
 log = structlog.get_logger()
 
@@ -46,7 +47,7 @@ MAX_ATTEMPTS = 12
 _YIELD_EVERY = 64  # entries derived between two yields to the event loop
 _TRIM_SHARE = 1 / 8  # of the writes that also drop applied messageIds older than the window
 _LOAD_ROUNDS = 3
-_VIEW_FIELDS = ("traits", "audiences", "signals", "live", "consent", "links")
+_VIEW_FIELDS = ("traits", "audiences", "signals", "live", "consent", "links", AUDIENCE_TIMES_FIELD)
 
 
 class ApplyConflict(SegmentSyncError):
@@ -61,16 +62,18 @@ class Entry:
     message: dict[str, Any]
     at: float  # the event's time, epoch seconds
     accepted_ms: int  # when it was appended (the stream id's time)
+    source: str = ""
+    trusted: bool = False  # may set audiences and personas (pipeline.TRUSTED_SOURCES)
 
 
-def entry(stream_id: str, message: dict[str, Any]) -> Entry:
+def entry(stream_id: str, message: dict[str, Any], source: str = "") -> Entry:
     accepted_ms = int(stream_id.split("-", 1)[0])
     stamp = message.get("timestamp")
     at = accepted_ms / 1000
     if isinstance(stamp, str):
         with contextlib.suppress(Invalid):
             at = parse_timestamp(stamp)
-    return Entry(stream_id, message, at, accepted_ms)
+    return Entry(stream_id, message, at, accepted_ms, source, source in TRUSTED_SOURCES)
 
 
 @dataclass
@@ -79,12 +82,14 @@ class Outcome:
     duplicates: list[Entry] = field(default_factory=list)
     erased: list[Entry] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # stream id → error
+    untrusted: list[Entry] = field(default_factory=list)  # applied, minus their Engage data
 
     def add(self, other: Outcome) -> None:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.erased += other.erased
         self.failed.update(other.failed)
+        self.untrusted += other.untrusted
 
     @property
     def done(self) -> list[str]:
@@ -254,7 +259,7 @@ class BatchApplier:
                 await asyncio.sleep(0)  # let requests of the same process run between entries
             if index in failures:
                 continue
-            if any(loaded.tombstones.get(v, -1) >= e.accepted_ms for v in names):
+            if _erased(e, names, loaded.tombstones):
                 run.outcome.erased.append(e)
                 continue
             mid = e.message.get("messageId")
@@ -267,7 +272,9 @@ class BatchApplier:
                 continue
             try:
                 target = run.world.target(e.message)
-                apply_event(run.world.state(target), e.message, e.at, self._rules)
+                state = run.world.state(target)
+                if apply_event(state, e.message, e.at, self._rules, trusted=e.trusted):
+                    run.outcome.untrusted.append(e)
             except Exception as exc:  # a poison message: isolate it, never block the batch
                 log.warning("segment.consumer.derive_failed", entry=e.id, error=repr(exc))
                 return index, f"{type(exc).__name__}: {exc}"
@@ -332,6 +339,14 @@ class BatchApplier:
             commands.append(("HDEL", mirror, "links", *absent))
             commands.append(("EXPIRE", mirror, ttl))
         return commands
+
+
+def _erased(e: Entry, names: Sequence[str], tombstones: Mapping[str, int]) -> bool:
+    """Whether an erasure of one of the ids came after the event was accepted, or after the
+    event's own time: a client resending its offline queue (same messageIds, same
+    timestamps) after the erasure must not bring the profile back."""
+    since = min(e.accepted_ms, e.at * 1000)
+    return any(tombstones.get(v, -1) >= since for v in names)
 
 
 def _split(group: list[Entry], conflict: _Conflict) -> tuple[list[Entry], list[Entry]]:

@@ -32,6 +32,7 @@ from typing import Any
 __all__ = [
     "AUDIENCE_ENTERED",
     "AUDIENCE_EXITED",
+    "PERSONAS_TRAIT",
     "TRAIT_COMPUTED",
     "AudienceChange",
     "audience_changes",
@@ -42,6 +43,7 @@ AUDIENCE_ENTERED = "Audience Entered"
 AUDIENCE_EXITED = "Audience Exited"
 TRAIT_COMPUTED = "Trait Computed"
 AUDIENCE_CLASS = "audience"
+PERSONAS_TRAIT = "personas"  # the profile trait persona-targeted audiences match (content model)
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

@@ -38,6 +38,9 @@ class SegmentSettings(BridgeBaseSettings):
     # --- tracking API
     write_keys: SecretStr | None = None
     """Comma-separated write keys the tracking API accepts (rotation: list old and new)."""
+    server_write_keys: SecretStr | None = None
+    """Comma-separated write keys held only by the operator's servers (accepted too): messages
+    sent with one may carry Engage audiences and personas; other write keys' are ignored."""
 
     # --- the event stream
     stream_max_len: int = Field(default=1_000_000, ge=1000)
@@ -78,21 +81,22 @@ class SegmentSettings(BridgeBaseSettings):
     consent_category: str = Field(default="personalization", min_length=1)
     """The `context.consent.categoryPreferences` entry that grants personalization."""
 
-    @field_validator("write_keys")
+    @field_validator("write_keys", "server_write_keys")
     @classmethod
     def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value().strip() else None
 
     @property
     def write_key_list(self) -> tuple[str, ...]:
-        if self.write_keys is None:
-            return ()
-        parts = (part.strip() for part in self.write_keys.get_secret_value().split(","))
-        return tuple(part for part in parts if part)
+        return _split(self.write_keys)
+
+    @property
+    def server_write_key_list(self) -> tuple[str, ...]:
+        return _split(self.server_write_keys)
 
     @property
     def tracking_enabled(self) -> bool:
-        return bool(self.write_key_list)
+        return bool(self.write_key_list or self.server_write_key_list)
 
     def rules(self) -> SignalRules:
         return SignalRules(
@@ -109,3 +113,10 @@ class SegmentSettings(BridgeBaseSettings):
         if self.consumer_name:
             return self.consumer_name
         return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def _split(value: SecretStr | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    parts = (part.strip() for part in value.get_secret_value().split(","))
+    return tuple(part for part in parts if part)

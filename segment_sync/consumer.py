@@ -132,11 +132,11 @@ class EventConsumer:
         broken: list[tuple[Raw, str]] = []
         for stream_id, fields in raw:
             try:
-                message, _ = decode_entry(fields)
+                message, source = decode_entry(fields)
             except (ValueError, orjson.JSONDecodeError) as exc:
                 broken.append(((stream_id, fields), f"unreadable entry: {exc}"))
                 continue
-            good.append(entry(stream_id, message))
+            good.append(entry(stream_id, message, source))
         if broken:
             await self._dead_letter(broken, deliveries=1)
         outcome = Outcome()
@@ -162,6 +162,7 @@ class EventConsumer:
         outcome.duplicates += result.duplicates
         outcome.erased += result.erased
         outcome.failed.update(result.failed)
+        outcome.untrusted += result.untrusted
 
     async def _run_hooks(self, messages: list[dict[str, Any]]) -> None:
         """Hooks (experiment conversions) see every message that took effect, usually once:
@@ -200,6 +201,7 @@ class EventConsumer:
         metrics.OUTCOMES["erased"].inc(len(outcome.erased))
         metrics.OUTCOMES["failed"].inc(len(outcome.failed))
         metrics.BATCH_SECONDS.observe(seconds)
+        _report_untrusted(outcome.untrusted)
         self._errors.update(outcome.failed)
         for stream_id in outcome.done:
             self._errors.pop(stream_id, None)
@@ -316,6 +318,24 @@ class EventConsumer:
                 and consumer["idle"] > _IDLE_CONSUMER_MS
             ):
                 await self._redis.xgroup_delconsumer(stream, group, name)
+
+
+def _report_untrusted(entries: Sequence[Entry]) -> None:
+    """Count and log (one line a batch) Engage data left out for coming from an untrusted
+    source, such as `Audience Entered` posted with a browser's write key."""
+    if not entries:
+        return
+    by_source: dict[str, int] = {}
+    for e in entries:
+        by_source[e.source] = by_source.get(e.source, 0) + 1
+    for source, count in by_source.items():
+        metrics.AUDIENCES_IGNORED.labels(source=source).inc(count)
+    log.warning(
+        "segment.audiences.untrusted_ignored",
+        count=len(entries),
+        sources=sorted(by_source),
+        entries=[e.id for e in entries[:5]],
+    )
 
 
 def _cancelling() -> bool:

@@ -37,6 +37,11 @@ EVENT_LAG = Histogram(
     "From a message's append to the stream to its effect on the profile",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5, 10, 30, 60),
 )
+AUDIENCES_IGNORED = Counter(
+    "microbridge_audience_changes_ignored_total",
+    "Engage audience, computed-trait and persona changes ignored: not from a trusted source",
+    ["source"],
+)
 PENDING = Gauge("microbridge_consumer_pending", "Entries delivered but not acknowledged (group)")
 
 OUTCOMES = {

@@ -35,6 +35,13 @@ from segment_sync.schemas import (
 MESSAGE_FIELD = b"m"
 SOURCE_FIELD = b"src"
 
+TRACKING = "tracking"  # the tracking API, with a write key as browsers and apps hold them
+TRACKING_SERVER = "tracking-server"  # the tracking API, with one of SEGMENT_SERVER_WRITE_KEYS
+SEGMENT_WEBHOOK = "segment-webhook"  # the signed Segment webhook
+TRUSTED_SOURCES = frozenset({TRACKING_SERVER, SEGMENT_WEBHOOK})
+"""Sources whose Engage data (audiences, computed traits, personas) is applied: write keys are
+public in browser snippets, so only Segment itself and the operator's servers may set them."""
+
 
 async def append(
     redis: Redis,

@@ -43,7 +43,7 @@ from segment_sync.exceptions import (
     UnsupportedEncoding,
     WriteKeyInvalid,
 )
-from segment_sync.pipeline import append, ensure_group
+from segment_sync.pipeline import TRACKING, TRACKING_SERVER, append, ensure_group
 from segment_sync.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
@@ -60,7 +60,7 @@ from segment_sync.store import RedisProfileStore
 
 log = structlog.get_logger()
 
-SOURCE = "tracking"
+SOURCE = TRACKING
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +89,11 @@ class TrackingService:
     ) -> None:
         self._redis = redis
         self._keys = keys
-        self._write_keys = tuple(k.encode() for k in settings.write_key_list)
+        self._server_keys = tuple(k.encode() for k in settings.server_write_key_list)
+        self._write_keys = (
+            *(k.encode() for k in settings.write_key_list),
+            *self._server_keys,
+        )
         self._max_len = settings.stream_max_len
         self.clock = clock
 
@@ -112,9 +116,12 @@ class TrackingService:
         if from_header is not None:
             self._check_key(from_header)
         document = _json(decompress(body, encoding))
-        if from_header is None:
+        key = from_header
+        if key is None:
             given = document.get("writeKey")
-            self._check_key(given.encode() if isinstance(given, str) and given else None)
+            key = given.encode() if isinstance(given, str) and given else None
+            self._check_key(key)
+        source = TRACKING_SERVER if key is not None and _among(key, self._server_keys) else SOURCE
         now = self.clock()
         rejected: list[Rejection] = []
         if kind is None:
@@ -127,18 +134,23 @@ class TrackingService:
                 f"all {len(rejected)} message(s) rejected; first: {rejected[0].detail}",
                 [r.as_json() for r in rejected],
             )
-        await append(self._redis, self._keys, payloads, SOURCE, max_len=self._max_len)
+        await append(self._redis, self._keys, payloads, source, max_len=self._max_len)
         metrics.EVENTS_REJECTED.inc(len(rejected))
         return IngestResult(len(payloads), rejected)
 
     def _check_key(self, given: bytes | None) -> None:
         if given is None:
             raise WriteKeyInvalid("a write key is required: body writeKey or basic auth user")
-        matched = False
-        for key in self._write_keys:
-            matched |= hmac.compare_digest(given, key)
-        if not matched:
+        if not _among(given, self._write_keys):
             raise WriteKeyInvalid("the write key is not valid")
+
+
+def _among(given: bytes, keys: Sequence[bytes]) -> bool:
+    """Whether `given` is one of `keys`, comparing every key in constant time."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(given, key)
+    return matched
 
 
 def _single(document: dict[str, Any], now: float, kind: str) -> bytes:

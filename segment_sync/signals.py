@@ -14,6 +14,7 @@ from typing import Any, TypeGuard
 from segment_sync.audiences import (
     AUDIENCE_ENTERED,
     AUDIENCE_EXITED,
+    PERSONAS_TRAIT,
     TRAIT_COMPUTED,
     audience_changes,
 )
@@ -40,16 +41,32 @@ _ENGAGE_EVENTS = frozenset({AUDIENCE_ENTERED, AUDIENCE_EXITED, TRAIT_COMPUTED})
 
 
 def apply_event(
-    state: ProfileState, event: Mapping[str, Any], at: float, rules: SignalRules
-) -> None:
-    """Fold one normalized Segment message (at `at`, epoch seconds) into `state`."""
+    state: ProfileState,
+    event: Mapping[str, Any],
+    at: float,
+    rules: SignalRules,
+    *,
+    trusted: bool = True,
+) -> bool:
+    """Fold one normalized Segment message (at `at`, epoch seconds) into `state`.
+
+    Engage data (audience entries and exits, computed traits, the `personas` trait) is applied
+    only when the message comes from a `trusted` source (docs/events.md "Trusted sources");
+    otherwise that part is left out. Returns True when something was left out for that reason.
+    """
     kind = event.get("type")
     change = audience_changes(event) if _maybe_engage(event) else None
-    if change is not None:
-        state.audiences = set(change.apply(state.audiences))
+    ignored = change is not None and not trusted
+    if change is not None and trusted:
+        for key in change.entered | change.exited:
+            state.change_audience(key, key in change.entered, at)
         state.traits.update(change.traits)
-    elif kind == "identify":
-        state.traits.update(_mapping(event.get("traits")))
+    elif kind == "identify" and change is None:
+        traits = _mapping(event.get("traits"))
+        if not trusted and PERSONAS_TRAIT in traits:
+            traits = {k: v for k, v in traits.items() if k != PERSONAS_TRAIT}
+            ignored = True
+        state.traits.update(traits)
     elif kind == "group":
         state.traits["group"] = {**_mapping(event.get("traits")), "id": event.get("groupId")}
     consent = event_consent(event, rules.consent_category)
@@ -57,9 +74,10 @@ def apply_event(
         state.consent = consent
     if state.consent is False:
         state.behaviour = Behaviour()  # no signals are kept for a visitor without consent
-        return
+        return ignored
     if kind in ACTIVITY_TYPES and change is None and event.get("event") not in PASSIVE_EVENTS:
         _activity(state.behaviour, event, at, rules)
+    return ignored
 
 
 def _maybe_engage(event: Mapping[str, Any]) -> bool:

@@ -11,6 +11,7 @@ Hash fields (`<prefix>:{v:<id>}:profile`, docs/events.md "Profile store"):
 | `live` | JSON: open view, cart, engagement scores; turned into signals at read time | yes |
 | `canonical` | on an alias id (anonymousId, aliased userId): the id it mirrors | yes |
 | `links` | on a merged profile: JSON list of the ids that mirror it | no |
+| `audAt` | JSON: audience key → `[member 1/0, event time]` of its last change (ordering) | no |
 
 Visitor ids are typed: `u:<userId>` and `a:<anonymousId>`.
 """
@@ -28,6 +29,8 @@ import orjson
 from segment_sync.config import SignalRules
 
 HOT_FIELDS = ("traits", "audiences", "signals", "consent", "live", "canonical")
+AUDIENCE_TIMES_FIELD = "audAt"
+MAX_AUDIENCE_TIMES = 500  # audience keys whose last change is remembered per profile
 _KNOWN_SIGNALS = frozenset({"visits", "sessions", "dwell", "recentEvents"})
 
 
@@ -96,12 +99,31 @@ class ProfileState:
     behaviour: Behaviour = field(default_factory=Behaviour)
     canonical: str | None = None
     links: list[str] = field(default_factory=list)
+    audience_times: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    """Audience key → (member, event time) of the last change applied (event-time order)."""
 
     @property
     def empty(self) -> bool:
         return (
-            not (self.traits or self.audiences or self.consent is not None) and self.behaviour.empty
+            not (self.traits or self.audiences or self.consent is not None or self.audience_times)
+            and self.behaviour.empty
         )
+
+    def change_audience(self, key: str, member: bool, at: float) -> bool:
+        """Enter or exit `key` as of event time `at`, unless a newer change was applied
+        already (a late, older `Entered` must not undo a newer `Exited`); whether it applied."""
+        last = self.audience_times.get(key)
+        if last is not None and at < last[1]:
+            return False
+        self.audience_times[key] = (member, at)
+        if member:
+            self.audiences.add(key)
+        else:
+            self.audiences.discard(key)
+        if len(self.audience_times) > MAX_AUDIENCE_TIMES:
+            oldest = min(self.audience_times, key=lambda k: self.audience_times[k][1])
+            del self.audience_times[oldest]
+        return True
 
 
 # ---------------------------------------------------------------- time
@@ -141,6 +163,9 @@ def decode_row(row: Mapping[bytes, bytes]) -> ProfileState:
     raw = row.get(b"links")
     if raw:
         state.links = [link for link in orjson.loads(raw) if isinstance(link, str)]
+    raw = row.get(AUDIENCE_TIMES_FIELD.encode())
+    if raw:
+        state.audience_times = _audience_times(orjson.loads(raw))
     state.behaviour = _behaviour(row.get(b"signals"), row.get(b"live"))
     return state
 
@@ -182,6 +207,14 @@ def _behaviour(signals_raw: bytes | None, live_raw: bytes | None) -> Behaviour:
                 if isinstance(v, list) and len(v) == 2 and _number(v[0]) and _number(v[1])
             }
     return b
+
+
+def _audience_times(value: Any) -> dict[str, tuple[bool, float]]:
+    return {
+        key: (bool(pair[0]), float(pair[1]))
+        for key, pair in _object(value).items()
+        if isinstance(pair, list) and len(pair) == 2 and _number(pair[1])
+    }
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -247,6 +280,9 @@ def encode_view(state: ProfileState) -> dict[str, bytes]:
     }
     if state.consent is not None:
         fields["consent"] = b"1" if state.consent else b"0"
+    if state.audience_times:
+        times = {k: [int(member), at] for k, (member, at) in state.audience_times.items()}
+        fields[AUDIENCE_TIMES_FIELD] = orjson.dumps(times)
     return fields
 
 
@@ -257,6 +293,13 @@ def merge_into(target: ProfileState, other: ProfileState, rules: SignalRules) ->
     """Fold `other` into `target`, keeping everything; `target` wins where values conflict."""
     target.traits = {**other.traits, **target.traits}
     target.audiences |= other.audiences
+    for key, (member, at) in other.audience_times.items():
+        mine = target.audience_times.get(key)
+        if mine is None or at > mine[1]:  # the newer change wins; on a tie, the target's
+            target.change_audience(key, member, at)
+    for key, (member, _) in target.audience_times.items():  # a dated exit outlasts the union
+        if not member:
+            target.audiences.discard(key)
     if target.consent is None:
         target.consent = other.consent
     _merge_behaviour(target.behaviour, other.behaviour, rules)

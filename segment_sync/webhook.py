@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from core.redis import Keys
 from segment_sync.audiences import audience_problem
+from segment_sync.pipeline import SEGMENT_WEBHOOK
 from segment_sync.schemas import (
     Invalid,
     Received,
@@ -64,7 +65,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
-SOURCE = "segment-webhook"
+SOURCE = SEGMENT_WEBHOOK
 DELETE = "delete"
 
 EVENTS = Counter(
