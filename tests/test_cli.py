@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from tests.support.redis_server import RedisServer
@@ -54,3 +56,43 @@ async def test_fallback_export_writes_every_slot_baseline(
     assert document["slots"]["home.hero"]["entry"]["id"] == "hero-default"
     bundled = orjson.loads((ROOT / "templates" / "fallback.json").read_bytes())
     assert document["slots"] == bundled["slots"], "templates/fallback.json matches the demo space"
+
+
+def run_bare(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CONTENTFUL_", "REDIS_", "BRIDGE_"))
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args", [("sync",), ("sync", "--full"), ("results", "hero-test"), ("worker",)]
+)
+def test_store_commands_refuse_the_embedded_store(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = run_bare(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"microbridge: {args[0]} needs the shared store: set REDIS_URL" in lines[0]
+
+
+def test_a_failing_command_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    result = run_bare("results", "hero-test", cwd=tmp_path, REDIS_URL=dead)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("microbridge: results failed: ConnectionError: ")
+    assert "Traceback" not in result.stderr

@@ -30,6 +30,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def operator_env(**extra: str) -> dict[str, str]:
+    """The environment of an operator's shell: without the test run's virtualenv on PATH."""
+    venv = str(ROOT / ".venv")
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if venv not in p)
+    env = {k: v for k, v in clean_env().items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": path, **extra}
+
+
 def limit_files(soft: int) -> Callable[[], None]:
     def apply() -> None:
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.core.server_process import ROOT, ServerProcess, free_port, serve
+from tests.core.server_process import ROOT, ServerProcess, free_port, operator_env, serve
 from tests.support.redis_server import RedisServer
 
 PAGE = {"template": "home", "user": {"anonymousId": "a1"}}
@@ -49,7 +48,7 @@ def test_make_run_honours_bridge_port(tmp_path: Path, redis_server: RedisServer)
             "REDIS_URL": redis_server.url,
             "REDIS_KEY_PREFIX": "mbentry",
             "BRIDGE_SNAPSHOT_PATH": str(tmp_path / "snapshot.json"),
-            "PATH": _path_outside_the_venv(),
+            "PATH": operator_env()["PATH"],
         },
     )
     try:
@@ -57,12 +56,6 @@ def test_make_run_honours_bridge_port(tmp_path: Path, redis_server: RedisServer)
     finally:
         server.stop()
     assert answer.status_code == 200
-
-
-def _path_outside_the_venv() -> str:
-    """PATH as an operator's shell has it (the test runs inside `uv run`'s environment)."""
-    venv = str(ROOT / ".venv")
-    return os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if venv not in p)
 
 
 def test_plain_uvicorn_honours_max_body_logs_json_and_logs_fallback_once(
