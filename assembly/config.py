@@ -17,6 +17,8 @@ class DecisionSettings(BridgeBaseSettings):
     """Session state (coherence, session caps, exposure marks) is dropped after this idle time."""
     state_ttl_days: int = Field(default=180, ge=1)
     """Visitor state (sticky assignments, caps) expires this long after its last write."""
+    anonymous_state_ttl_days: int = Field(default=30, ge=1)
+    """The same for a visitor known only by an anonymousId (a cookie that may never return)."""
 
     # --- the hot path's store read
     read_budget_seconds: float = Field(default=0.04, gt=0, le=1)

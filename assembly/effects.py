@@ -6,7 +6,9 @@ From the final decisions of a page (after sequencing and `maxPersonalized`):
 - tests: an exposure for each test served that the session has not seen yet, and the sticky
   assignment when it is new (a rollout's when the visitor moved between in and out).
 Nothing is written without consent, or for a visitor without an id. Most page views of a
-visitor change nothing: then no write is made at all.
+visitor change nothing: then no write is made at all. How long the hash then lives follows
+from what it holds (`assembly.tasks.lifetime`): a page view that only marks its session keeps
+it a day, not the months a sticky assignment needs.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def build_write(
         write.deletes.extend(stale)
     if write is not None and write.touched and session is not None:
         write.sets[f"s:{session}"] = str(int(now)).encode()
+    if write is not None:
+        write.durable = state.durable()
     return write
 
 

@@ -80,6 +80,8 @@ class VisitorWrite:
     deletes: list[str] = field(default_factory=list)
     incr: dict[str, int] = field(default_factory=dict)
     touched: bool = False  # writes session fields (then the session's last-write time too)
+    durable: bool = False  # the hash already holds what must outlive sessions (arms, counts)
+    ttl: int = 0  # seconds the hash must live after this write (set by the writer); 0: default
 
     def __bool__(self) -> bool:
         return bool(self.assignments or self.exposures or self.sets or self.deletes or self.incr)
@@ -243,6 +245,11 @@ class DecisionState:
     def converted(self, test: str) -> bool:
         return self._row(f"c:{test}") is not None
 
+    def durable(self) -> bool:
+        """The primary row holds what outlives weeks (an arm, a conversion, a lifetime count):
+        any write then renews the visitor's full lifetime."""
+        return bool(self.rows) and any(_durable_field(name) for name in self.rows[0])
+
     def stale_fields(self, periods: Periods, now: float, session_ttl: float) -> list[str]:
         """Fields of the primary row that no longer count: old periods, sessions gone idle."""
         if not self.rows or len(self.rows[0]) < STALE_SCAN_FIELDS:
@@ -268,6 +275,10 @@ def stale_fields(row: Mapping[bytes, bytes], periods: Periods, idle_before: floa
         elif name.startswith("s:") and name[2:].split(":", 1)[0] in gone:
             stale.append(name)
     return stale
+
+
+def _durable_field(name: bytes) -> bool:
+    return name.startswith((b"a:", b"c:")) or (name.startswith(b"n:") and name.endswith(b":l"))
 
 
 def _number(raw: bytes) -> float:

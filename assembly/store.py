@@ -236,7 +236,9 @@ def _queue_visitor(pipe: Any, write: VisitorWrite, ttl_seconds: int, plan: _Flus
         pipe.hdel(key, *write.deletes)
     for name, amount in write.incr.items():
         pipe.hincrby(key, name, amount)
-    pipe.expire(key, ttl_seconds)
+    ttl = write.ttl or ttl_seconds
+    pipe.expire(key, ttl, nx=True)  # a new hash gets its lifetime...
+    pipe.expire(key, ttl, gt=True)  # ...an older one only ever a longer one (Redis >= 7.0)
 
 
 def experiment_viewed(write: VisitorWrite, exposure: Exposure) -> dict[str, Any]:

@@ -122,6 +122,8 @@ class DecisionWriter:
 
     async def flush(self, batch: list[VisitorWrite]) -> None:
         events: list[dict[str, Any]] = []
+        for write in batch:
+            write.ttl = lifetime(write, self._settings)
         try:
             events = await apply_writes(
                 self._redis,
@@ -144,6 +146,29 @@ class DecisionWriter:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+
+DAY = 86400
+
+
+def lifetime(write: VisitorWrite, settings: DecisionSettings) -> int:
+    """Seconds the visitor's hash must live after this write: as long as what it remembers.
+
+    An arm, a conversion or a lifetime count: the visitor's lifetime (`state_ttl_days`, or the
+    shorter `anonymous_state_ttl_days` without a userId). Otherwise a weekly count: 8 days; a
+    daily one: 2 days; session fields: `session_ttl_seconds`. The writer only ever lengthens
+    a hash's expiry (`EXPIRE NX`, then `GT`), so a short write never cuts a longer one.
+    """
+    counts = write.incr.keys()
+    if write.durable or write.assignments or any(n.endswith(":l") for n in counts):
+        days = settings.state_ttl_days if write.user_id else settings.anonymous_state_ttl_days
+        return days * DAY
+    seconds = settings.session_ttl_seconds
+    if any(n.startswith("n:") and n.rsplit(":", 1)[1].startswith("w") for n in counts):
+        seconds = max(seconds, 8 * DAY)
+    elif any(n.startswith("n:") for n in counts):
+        seconds = max(seconds, 2 * DAY)
+    return seconds
 
 
 async def guardrail_forever(

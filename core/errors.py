@@ -158,7 +158,7 @@ class UnexpectedErrors:
             await self.app(scope, receive, tracking_send)
         except Exception:
             request_id = request_id_of(scope)
-            log.exception(
+            structlog.get_logger().exception(  # a fresh logger: the config of the moment
                 "http.unexpected_error",
                 request_id=request_id,
                 method=scope.get("method"),
