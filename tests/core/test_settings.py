@@ -40,6 +40,9 @@ def test_defaults_need_nothing() -> None:
         ({"BRIDGE_PORT": "eighty"}, "BRIDGE_PORT: "),
         ({"BRIDGE_LOG_LEVEL": "loud"}, "BRIDGE_LOG_LEVEL: "),
         ({"REDIS_KEY_PREFIX": "a:b"}, "REDIS_KEY_PREFIX: "),
+        ({"BRIDGE_CORS_ORIGINS": "shop.example.com"}, "BRIDGE_CORS_ORIGINS: "),
+        ({"BRIDGE_CORS_ORIGINS": "https://shop.example.com/app"}, "BRIDGE_CORS_ORIGINS: "),
+        ({"BRIDGE_KEEP_ALIVE_SECONDS": "0"}, "BRIDGE_KEEP_ALIVE_SECONDS: "),
     ],
 )
 def test_invalid_settings_name_the_variable(
@@ -52,6 +55,18 @@ def test_invalid_settings_name_the_variable(
     text = str(caught.value.code)
     assert message in text
     assert "\n" not in text
+
+
+def test_server_defaults_suit_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    service = load_settings().service
+    assert service.keep_alive_seconds > 60, "outlives AWS ALB's default idle timeout"
+    assert service.cors_origin_list == (), "CORS closed by default"
+    assert 0 < service.graceful_shutdown_seconds < 30, "inside Kubernetes' default grace period"
+    monkeypatch.setenv("BRIDGE_CORS_ORIGINS", " https://a.example/ , http://127.0.0.1:3000")
+    assert load_settings().service.cors_origin_list == (
+        "https://a.example",
+        "http://127.0.0.1:3000",
+    )
 
 
 def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
