@@ -24,7 +24,13 @@ from assembly.breaker import Breaker
 from assembly.config import DecisionSettings
 from assembly.decision import Decision
 from assembly.engine import DecisionEngine
-from assembly.exceptions import PreviewUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
+from assembly.exceptions import (
+    ContentUnavailable,
+    PreviewUnavailable,
+    SlotNotFound,
+    TemplateNotFound,
+    UnknownLocale,
+)
 from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
@@ -146,6 +152,12 @@ class AssemblyService:
                 answers.append(
                     _slot_json(key, None, "fallback", cause, None, rendered.entry, rendered.style)
                 )
+        if not answers:
+            what = f"template {request.template!r}" if request.template else "these slots"
+            raise ContentUnavailable(
+                f"no content is known for {what} yet: the library is not loaded and no "
+                "last-good snapshot of this space has it; retry shortly"
+            )
         metrics.FALLBACK_USED.labels(cause=cause).inc()
         metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
         metrics.SLOTS_BY_SOURCE["fallback"].inc(len(answers))
