@@ -1,4 +1,4 @@
-"""Microbridge command line: serve, sync, fallback export, results, worker.
+"""Microbridge command line: serve, sync, fallback export, model apply, results, worker.
 
 A failure prints one line (`microbridge: sync failed: ConnectionError: …`) and exits non-zero;
 commands that work on the shared store refuse to run on the throwaway embedded one.
@@ -20,6 +20,7 @@ import app as application
 from assembly.exceptions import ExperimentNotFound
 from assembly.fallback import FALLBACK_FILE, export_fallback
 from assembly.results import results_table, stored_results
+from core.errors import BridgeError
 from core.logging import configure_logging
 from integration.library import compile_library
 from integration.sync import SyncProgress
@@ -31,6 +32,8 @@ cli = typer.Typer(
 )
 fallback_cli = typer.Typer(help="The bundled fallback library.", no_args_is_help=True)
 cli.add_typer(fallback_cli, name="fallback")
+model_cli = typer.Typer(help="Our content model in a Contentful space.", no_args_is_help=True)
+cli.add_typer(model_cli, name="model")
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -146,6 +149,81 @@ async def _export(settings: application.AppSettings, locale: str | None) -> dict
         return export_fallback(library, locale)
     finally:
         await runtime.redis.aclose()
+
+
+@model_cli.command("apply")
+def model_apply(
+    dry_run: Annotated[bool, typer.Option(help="Only print the diff; change nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply without asking.")] = False,
+    space_id: Annotated[
+        str | None, typer.Option(help="Space (default CONTENTFUL_SPACE_ID).")
+    ] = None,
+    environment: Annotated[
+        str | None, typer.Option(help="Environment (default CONTENTFUL_ENVIRONMENT).")
+    ] = None,
+) -> None:
+    """Create or update the mb* content types from templates/content-model.json, then activate."""
+    settings = _settings()
+    configure_logging("warning", json=True)
+    try:
+        _model_apply(settings, space_id, environment, dry_run=dry_run, yes=yes)
+    except BridgeError as exc:
+        console.print(f"microbridge: model apply failed: {_one_line(exc)}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def _model_apply(
+    settings: application.AppSettings,
+    space_id: str | None,
+    environment: str | None,
+    *,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    from integration.content_model import service
+    from integration.content_model.client import ManagementClient
+    from integration.content_model.definition import load_model
+
+    client = ManagementClient(settings.contentful, space_id=space_id, environment=environment)
+    model = load_model()
+    where = f"space {client.space_id}, environment {client.environment}"
+    planned = service.plan(client, model)
+    for line in planned.lines():
+        print(line)
+    if planned.refusals:
+        console.print(
+            f"microbridge: model apply {service.refused(planned.refusals)}; nothing was changed",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    if not planned.changes:
+        console.print(f"no changes: {where} already matches the model", markup=False)
+        return
+    if dry_run:
+        console.print(f"dry run: {len(planned.changes)} change(s), nothing applied", markup=False)
+        return
+    _confirm(f"apply {len(planned.changes)} change(s) to {where}?", yes)
+    applied = service.apply(client, model, planned)
+    console.print(
+        f"applied {len(applied.changes)} change(s) to {where}; every mb* type is active",
+        markup=False,
+    )
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one, only --yes goes ahead."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        console.print(
+            "microbridge: model apply needs a confirmation and stdin is not a terminal: "
+            "pass --yes to apply, or --dry-run to only see the diff",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    if not typer.confirm(question, default=False, err=True):
+        console.print("nothing changed", markup=False)
+        raise typer.Exit(1)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ from integration.content_model.diff import (
 from integration.content_model.exceptions import ModelApplyRefused
 from integration.exceptions import ContentfulError
 
-__all__ = ["Plan", "apply", "plan"]
+__all__ = ["Plan", "apply", "plan", "refused"]
 
 log = structlog.get_logger()
 
@@ -71,7 +71,7 @@ def apply(client: ManagementClient, model: Sequence[ModelType], planned: Plan) -
     """Apply `model`; refuses (writing nothing) when `planned` has refusals. Returns what was
     changed, as read just before each type was written."""
     if planned.refusals:
-        raise ModelApplyRefused(_refused(planned.refusals))
+        raise ModelApplyRefused(f"{refused(planned.refusals)}; nothing was changed")
     applied = [client.run(f"apply {t.id}", partial(_apply_type, client, t)) for t in model]
     return Plan(tuple(applied))
 
@@ -98,7 +98,9 @@ def _apply_type(client: ManagementClient, model: ModelType) -> TypeDiff:
     remote = _read(client, model)
     diff = diff_type(model, remote.current)
     if diff.refusals:  # the space changed since the plan was shown
-        raise ModelApplyRefused(_refused(list(diff.refusals)))
+        raise ModelApplyRefused(
+            f"{model.id} changed since the plan was read: {refused(diff.refusals)}"
+        )
     if not diff.changes:
         return diff
     content_type = _write_type(client, model, remote.content_type, diff)
@@ -140,6 +142,6 @@ def _write_controls(client: ManagementClient, model: ModelType) -> None:
         client.update_editor_interface(editor, merged)
 
 
-def _refused(refusals: Sequence[Refusal]) -> str:
+def refused(refusals: Sequence[Refusal]) -> str:
     fields = ", ".join(f"{r.type_id}.{r.field_id}" for r in refusals)
-    return f"refused, nothing was changed: {fields} (see the lines marked '!')"
+    return f"refused {fields} (see the lines marked '!')"

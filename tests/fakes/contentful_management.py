@@ -69,6 +69,7 @@ class Request:
     method: str
     path: str
     query: dict[str, str] = field(default_factory=dict)
+    status: int = 200
 
 
 class FakeContentfulManagement(LoopbackFake):
@@ -165,17 +166,23 @@ class FakeContentfulManagement(LoopbackFake):
         self, method: str, path: str, query: dict[str, str], headers: Any, body: Any
     ) -> Response:
         with self._lock:
-            self._requests.append(Request(method, path, dict(query)))
-            if self._faults:
-                return self._faults.popleft()
-            if headers.get("Authorization") != f"Bearer {self.token}":
-                return _error(401)
-            prefix = f"/spaces/{self.space_id}/environments/{self.environment}/"
-            if not path.startswith(prefix):
-                return _error(404)
-            parts = path.removeprefix(prefix).strip("/").split("/")
-            version = headers.get("X-Contentful-Version")
-            return self._route(method, parts, query, version, body)
+            response = self._respond(method, path, query, headers, body)
+            self._requests.append(Request(method, path, dict(query), response.status))
+            return response
+
+    def _respond(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: Any
+    ) -> Response:
+        if self._faults:
+            return self._faults.popleft()
+        if headers.get("Authorization") != f"Bearer {self.token}":
+            return _error(401)
+        prefix = f"/spaces/{self.space_id}/environments/{self.environment}/"
+        if not path.startswith(prefix):
+            return _error(404)
+        parts = path.removeprefix(prefix).strip("/").split("/")
+        version = headers.get("X-Contentful-Version")
+        return self._route(method, parts, query, version, body)
 
     def _route(
         self, method: str, parts: list[str], query: dict[str, str], version: str | None, body: Any
