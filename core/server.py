@@ -96,6 +96,7 @@ class BridgeHttpProtocol(HttpToolsProtocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
+        # the head timer's slot holds the linger timer: connection_lost cancels either
         self._head_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
