@@ -123,5 +123,5 @@ async def test_worker_processes_killed_mid_stream_lose_nothing(
                 # can come after the other worker drained the stream
                 return len(await redis.xinfo_consumers(KEYS.events_stream, "profiles"))
 
-            await eventually(consumers, lambda n: n == 3, within=30)
+            await eventually(consumers, lambda n: n == 3, within=90)
     await exactly_once(redis, events)
