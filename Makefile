@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -26,6 +26,11 @@ bench: install
 	@./scripts/need redis-server redis-server
 	@./scripts/need wrk wrk
 	$(UV) run --frozen python -m bench.assemble
+
+# Assemble under a steady load while a private Redis hangs, is killed and restarts (about 40 s).
+bench-faults: install
+	@./scripts/need redis-server redis-server
+	$(UV) run --frozen python -m bench.faults
 
 # The other benchmarks: webhook → visible latency, event ingest, slot decisions vs growthbook.
 bench-all: bench

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -239,10 +240,41 @@ class Clock:
         self.phase = WARMUP
         self.started = time.perf_counter()
         self.marks: list[tuple[str, float]] = []
+        self.scrapes: list[dict[str, float]] = []  # the service's histogram at each phase start
 
     def enter(self, phase: str) -> None:
         self.phase = phase
         self.marks.append((phase, time.perf_counter() - self.started))
+
+
+_BUCKET = re.compile(r"^microbridge_request_seconds_bucket\{([^}]*)\}\s+(\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def assemble_buckets(text: str) -> dict[str, float]:
+    """`le` -> cumulative count of `POST /v1/assemble` answers (all statuses) in the service's
+    own latency histogram (`microbridge_request_seconds`)."""
+    buckets: dict[str, float] = {}
+    for labels, value in _BUCKET.findall(text):
+        named = dict(_LABEL.findall(labels))
+        if named.get("route") == PATH and named.get("method") == "POST":
+            buckets[named["le"]] = buckets.get(named["le"], 0.0) + float(value)
+    return buckets
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """GET /metrics on a connection of its own; {} when it fails."""
+    request = f"GET /metrics HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n"
+    with contextlib.suppress(OSError, EOFError, ValueError, TimeoutError):
+        async with asyncio.timeout(2):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            try:
+                writer.write(request.encode())
+                answer = await reader.read()
+            finally:
+                writer.close()
+            return assemble_buckets(answer.partition(b"\r\n\r\n")[2].decode())
+    return {}
 
 
 def read_answer(sample: Sample, body: bytes) -> None:
@@ -342,9 +374,10 @@ async def one_request(client: Client, clock: Clock, lag: float, samples: list[Sa
     samples.append(sample)
 
 
-async def run_phases(phases: Sequence[Phase], clock: Clock, done: asyncio.Event) -> None:
+async def run_phases(port: int, phases: Sequence[Phase], clock: Clock, done: asyncio.Event) -> None:
     try:
         for phase in phases:
+            clock.scrapes.append(await scrape(port))
             clock.enter(phase.name)
             print(f"  {phase.name:<10} {phase.seconds:>4.1f} s  {phase.what}", flush=True)
             if phase.at_start is not None:
@@ -371,7 +404,7 @@ async def drive(port: int, phases: Sequence[Phase], options: Options) -> tuple[C
     try:
         clock = Clock()
         done = asyncio.Event()
-        controller = asyncio.create_task(run_phases(phases, clock, done))
+        controller = asyncio.create_task(run_phases(port, phases, clock, done))
         loop = asyncio.get_running_loop()
         interval = 1.0 / options.rate
         start = loop.time()
@@ -390,6 +423,7 @@ async def drive(port: int, phases: Sequence[Phase], options: Options) -> tuple[C
         await controller
         if pending:
             await asyncio.wait(pending, timeout=REQUEST_TIMEOUT + 5)
+        clock.scrapes.append(await scrape(port))
     finally:
         await client.aclose()
     return clock, samples
@@ -422,6 +456,38 @@ class PhaseResult:
     max_client_lag_ms: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    server: ServerView | None = None
+
+
+@dataclass(slots=True)
+class ServerView:
+    """The phase as the service's own histogram saw it: answers finished between the phase's
+    start and the next one's, timed from the request's arrival to its last byte (so without the
+    client, the network, or time spent waiting to be accepted or read)."""
+
+    count: int
+    over_50ms: int
+    over_100ms: int
+    p99_at_most_ms: float | None  # the histogram bucket that holds the p99; None: above 1 s
+
+
+def server_view(before: dict[str, float], after: dict[str, float]) -> ServerView | None:
+    if not before or not after:
+        return None
+    delta = {le: after.get(le, 0.0) - before.get(le, 0.0) for le in after}
+    count = delta.get("+Inf", 0.0)
+
+    def over(bound: str) -> int:
+        return int(count - delta.get(bound, 0.0))
+
+    p99: float | None = None
+    for le, cumulative in sorted(
+        ((le, c) for le, c in delta.items() if le != "+Inf"), key=lambda x: float(x[0])
+    ):
+        if count and cumulative >= 0.99 * count:
+            p99 = float(le) * 1000
+            break
+    return ServerView(int(count), over("0.05"), over("0.1"), p99)
 
 
 def summarize(phase: Phase, samples: Sequence[Sample]) -> PhaseResult:
@@ -528,7 +594,14 @@ def run(options: Options, log: Path) -> Run:
             print(f"load: {options.rate:.0f} assembles/s, open loop, {options.client} client")
             phases = plan(redis, options)
             clock, samples = asyncio.run(drive(port, phases, options))
-        results = [summarize(p, samples) for p in phases if p.name != WARMUP]
+        results = []
+        for index, phase in enumerate(phases):
+            if phase.name == WARMUP:
+                continue
+            result = summarize(phase, samples)
+            if index + 1 < len(clock.scrapes):
+                result.server = server_view(clock.scrapes[index], clock.scrapes[index + 1])
+            results.append(result)
         return Run(
             options=options,
             check=check,
@@ -550,6 +623,17 @@ def print_run(result: Run) -> None:
             f"{r.phase:<10} {r.count:>6} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.2f} "
             f"{r.non_2xx:>8} {r.degraded:>9} {r.profile_applied:>8} {r.max_client_lag_ms:>7.1f}"
         )
+    print(
+        f"\nthe service's own histogram, same phases\n{'phase':<10} {'count':>6} "
+        f"{'> 50 ms':>8} {'> 100 ms':>9} {'p99 <=':>8}"
+    )
+    for r in result.results:
+        if r.server is None:
+            print(f"{r.phase:<10} (no /metrics scrape)")
+            continue
+        v = r.server
+        p99 = f"{v.p99_at_most_ms:.0f} ms" if v.p99_at_most_ms is not None else "> 1 s"
+        print(f"{r.phase:<10} {v.count:>6} {v.over_50ms:>8} {v.over_100ms:>9} {p99:>8}")
     for r in result.results:
         if r.non_2xx:
             print(f"  {r.phase}: statuses {r.statuses}; errors {r.errors}")
