@@ -377,12 +377,15 @@ async def one_request(client: Client, clock: Clock, lag: float, samples: list[Sa
 async def run_phases(port: int, phases: Sequence[Phase], clock: Clock, done: asyncio.Event) -> None:
     try:
         for phase in phases:
-            clock.scrapes.append(await scrape(port))
             clock.enter(phase.name)
+            ends = time.perf_counter() + phase.seconds
             print(f"  {phase.name:<10} {phase.seconds:>4.1f} s  {phase.what}", flush=True)
             if phase.at_start is not None:
                 await phase.at_start()
-            await asyncio.sleep(phase.seconds)
+            # Once the fault is in place: the service's histogram between two scrapes then
+            # covers what the client labels with this phase (give or take the answers in flight).
+            clock.scrapes.append(await scrape(port))
+            await asyncio.sleep(max(0.0, ends - time.perf_counter()))
             if phase.at_end is not None:
                 await phase.at_end()
     finally:
