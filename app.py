@@ -39,6 +39,7 @@ from core.cors import CORSMiddleware
 from core.errors import install_error_handlers
 from core.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
 from core.logging import configure_from_environment, configure_logging
+from core.openapi import error_contract
 from core.ops import router as ops_router
 from core.redis import Keys, connect
 from core.responses import OrjsonResponse
@@ -434,7 +435,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         request = AssembleRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(request.pop("$defs", {}))
         components["AssembleRequest"] = request
-        app.openapi_schema = schema
+        app.openapi_schema = error_contract(schema)
     return app.openapi_schema
 
 

@@ -29,7 +29,17 @@ class RequestContext(BaseModel):
 class AssembleRequest(BaseModel):
     """Either `template` or `slots`; everything else optional."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            # Exactly one of `template` and `slots` (the validator below says so too).
+            "oneOf": [
+                {"required": ["template"], "properties": {"template": {"type": "string"}}},
+                {"required": ["slots"], "properties": {"slots": {"type": "array"}}},
+            ],
+        },
+    )
 
     template: str | None = Field(default=None, min_length=1, max_length=200)
     slots: list[str] | None = Field(default=None, min_length=1, max_length=100)
@@ -37,7 +47,12 @@ class AssembleRequest(BaseModel):
     sessionId: str | None = Field(default=None, min_length=1, max_length=256)
     locale: str | None = Field(default=None, min_length=2, max_length=35)
     context: RequestContext = Field(default_factory=RequestContext)
-    preview: bool = False
+    preview: bool = Field(
+        default=False,
+        description="Draft content; not served by this version (true answers 422 "
+        "PreviewUnavailable), so the schema admits only false",
+        json_schema_extra={"const": False},
+    )
 
     @model_validator(mode="after")
     def _template_or_slots(self) -> AssembleRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -110,14 +111,48 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     return error_response(422, "InvalidRequest", describe_validation(list(exc.errors())))
 
 
-async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+_BODY_NOT_JSON = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
+
+
+async def _http_error(request: Request, exc: Exception) -> OrjsonResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_NOT_JSON:
+        return error_response(422, "InvalidRequest", "body: not a valid JSON document")
     names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized"}
     response = error_response(
         exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail)
     )
-    response.headers.update(exc.headers or {})  # 405 carries `Allow`
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request, response.headers.get("Allow", ""))
     return response
+
+
+def allowed_methods(request: Request, computed: str) -> str:
+    """Every method the API documents at this path, with the router's own `Allow`
+    (`computed`), which names only the first route that matched the path."""
+    methods = {m.strip() for m in computed.split(",") if m.strip()}
+    for pattern, documented in _documented_methods(request.app):
+        if pattern.fullmatch(request.url.path):
+            methods.update(documented)
+    return ", ".join(sorted(methods))
+
+
+def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """(path pattern, methods) of every path in the app's OpenAPI schema, built once."""
+    cached: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        app.state, "documented_methods", None
+    )
+    if cached is None:
+        cached = [
+            (
+                re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+                {m.upper() for m in ops},
+            )
+            for path, ops in app.openapi().get("paths", {}).items()
+        ]
+        app.state.documented_methods = cached
+    return cached
 
 
 def install_error_handlers(app: FastAPI) -> None:

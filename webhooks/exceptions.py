@@ -16,15 +16,15 @@ class WebhookError(BridgeError):
 
 
 class SignatureMissing(WebhookError):
-    """A required signature header is absent or empty."""
+    """A required signature header is absent or empty (an authentication failure: 401)."""
 
-    status_code = 400
+    status_code = 401
 
 
 class SignatureMalformed(WebhookError):
-    """A signature header is present but cannot be parsed."""
+    """A signature header is present but cannot be parsed (an authentication failure: 401)."""
 
-    status_code = 400
+    status_code = 401
 
 
 class SignatureExpired(WebhookError):

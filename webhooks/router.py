@@ -18,8 +18,10 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
         "description": "Handled: `status` is applied, duplicate, stale, ignored or resync",
         "content": {"application/json": {"example": {"status": "applied", "version": 42}}},
     },
-    400: {"description": "SignatureMissing, SignatureMalformed or InvalidPayload"},
-    401: {"description": "SignatureInvalid or SignatureExpired"},
+    400: {"description": "InvalidPayload: a verified body that is not a Contentful payload"},
+    401: {
+        "description": "SignatureMissing, SignatureMalformed, SignatureInvalid or SignatureExpired"
+    },
     404: {"description": "WebhookDisabled: CONTENTFUL_WEBHOOK_SECRETS is unset"},
     413: {"description": "PayloadTooLarge: body over 1 MB"},
     503: {"description": "WebhookStoreUnavailable: nothing was applied; Contentful retries"},

@@ -422,8 +422,8 @@ def _missing_topic(body: bytes) -> dict[str, str]:
 
 
 REJECTED: list[tuple[str, Headers, int, str]] = [
-    ("missing signature", _without_signature, 400, "SignatureMissing"),
-    ("malformed signature", _malformed_signature, 400, "SignatureMalformed"),
+    ("missing signature", _without_signature, 401, "SignatureMissing"),
+    ("malformed signature", _malformed_signature, 401, "SignatureMalformed"),
     ("expired timestamp", _expired, 401, "SignatureExpired"),
     ("timestamp from the future", _from_the_future, 401, "SignatureExpired"),
     ("wrong secret", _wrong_secret, 401, "SignatureInvalid"),

@@ -202,7 +202,7 @@ class TestVerifyContentful:
     def test_missing_header_rejected(self, name: str) -> None:
         with pytest.raises(SignatureMissing, match=name) as caught:
             verify(without(signed_request(), name))
-        assert caught.value.status_code == 400
+        assert caught.value.status_code == 401
 
     @pytest.mark.parametrize(
         "name", [CONTENTFUL_SIGNATURE, CONTENTFUL_SIGNED_HEADERS, CONTENTFUL_TIMESTAMP]
@@ -217,7 +217,7 @@ class TestVerifyContentful:
     def test_malformed_timestamp_rejected(self, timestamp: str) -> None:
         with pytest.raises(SignatureMalformed, match=CONTENTFUL_TIMESTAMP) as caught:
             verify({**signed_request(), CONTENTFUL_TIMESTAMP: timestamp})
-        assert caught.value.status_code == 400
+        assert caught.value.status_code == 401
 
     @pytest.mark.parametrize("signature", ["abc", "g" * 64, "a" * 63, "a" * 65, "\u00e9" * 64])
     def test_malformed_signature_rejected(self, signature: str) -> None:
@@ -378,7 +378,7 @@ class TestVerifySegment:
     def test_missing_signature_rejected(self, signature: str | None) -> None:
         with pytest.raises(SignatureMissing, match="X-Signature") as caught:
             verify_segment(secret=self.secret, body=self.body, signature=signature)
-        assert caught.value.status_code == 400
+        assert caught.value.status_code == 401
 
     @pytest.mark.parametrize("signature", ["xyz", "a" * 64, "sha1=" + "a" * 40, "z" * 40])
     def test_malformed_signature_rejected(self, signature: str) -> None:
@@ -456,8 +456,8 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("error", "status"),
         [
-            (SignatureMissing, 400),
-            (SignatureMalformed, 400),
+            (SignatureMissing, 401),
+            (SignatureMalformed, 401),
             (SignatureExpired, 401),
             (SignatureInvalid, 401),
         ],
