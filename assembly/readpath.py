@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -130,7 +132,11 @@ class OneRoundTrip:
         return len(self._idle)
 
     def _new(self) -> Any:
-        return self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        """A connection with the pool's settings but without its retry policy: a page view
+        never retries a connect or a read, its budget decides (docs/operations.md)."""
+        connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        connection.retry = Retry(NoBackoff(), 0)
+        return connection
 
     async def _on(self, connection: Any, batch: RawCommands) -> list[Any]:
         await connection.connect()  # a no-op once connected
