@@ -26,6 +26,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from core.resp import pack, pack_all
+
 log = structlog.get_logger()
 
 SCRIPT = b"""
@@ -180,12 +182,12 @@ async def _discard(connection: Any) -> None:
 
 
 async def _call(connection: Any, command: tuple[Any, ...]) -> Any:
-    await connection.send_packed_command(connection.pack_command(*command), check_health=False)
+    await connection.send_packed_command(pack(*command), check_health=False)
     return await connection.read_response()
 
 
 async def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-    await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+    await connection.send_packed_command(pack_all(commands), check_health=False)
     return [await connection.read_response() for _ in commands]
 
 

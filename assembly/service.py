@@ -71,22 +71,58 @@ class ProfileBreaker:
             return None, EMPTY_STATE, True
         if not self.breaker.acquire():
             return None, EMPTY_STATE, False
+        budget = _Budget(self.budget_seconds)
         try:
-            async with asyncio.timeout(self.budget_seconds):
-                profile, state = await self._reader.read(
-                    user.id, user.anonymousId, request.sessionId
-                )
-        except (TimeoutError, RedisError, OSError) as exc:
-            cause = "budget" if type(exc) is TimeoutError else type(exc).__name__
-            self.breaker.failure(cause)
+            profile, state = await self._reader.read(user.id, user.anonymousId, request.sessionId)
+        except (RedisError, OSError) as exc:
+            budget.stop()
+            self.breaker.failure(type(exc).__name__)
+            return None, EMPTY_STATE, False
+        except asyncio.CancelledError:
+            if not budget.expired():
+                self.breaker.release()
+                raise
+            self.breaker.failure("budget")
             return None, EMPTY_STATE, False
         except BaseException:
+            budget.stop()
             self.breaker.release()
             raise
+        budget.stop()
         self.breaker.success()
         if profile is None and user.id is not None and self.on_miss is not None:
             self.on_miss(user.id)  # must not block: schedules a background pull
         return profile, state, True
+
+
+class _Budget:
+    """Cancels the running task at a deadline: `asyncio.timeout` without its bookkeeping
+    (half the cost per page view, measured). `expired()` tells a budget cancel from any other;
+    a budget cancel is swallowed here, never seen by the caller of `read`."""
+
+    __slots__ = ("_fired", "_handle", "_task")
+
+    def __init__(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._fired = False
+        self._handle = loop.call_at(loop.time() + seconds, self._fire)
+
+    def _fire(self) -> None:
+        self._fired = True
+        self._task.cancel()
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def expired(self) -> bool:
+        """True when the deadline cancelled the task (the cancel is then withdrawn)."""
+        if self._fired and self._task.uncancel() == 0:
+            return True
+        self._handle.cancel()
+        return False
 
 
 class AssemblyService:
