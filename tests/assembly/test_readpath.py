@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import time
-
 from redis.asyncio import Redis
 
 from assembly.readpath import SHA, OneRoundTrip, RawCommands
@@ -55,38 +50,13 @@ async def test_reads_across_slots_are_pipelined(redis: Redis) -> None:
     await reads.aclose()
 
 
-class NoScripting(RedisServer):
+def no_scripting() -> RedisServer:
     """A real redis-server whose EVAL and EVALSHA are renamed away (as some managed stores do)."""
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--rename-command",
-                "EVALSHA",
-                "",
-                "--rename-command",
-                "EVAL",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(500):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port)):
-                return
-            time.sleep(0.02)
-        raise RuntimeError("redis-server without scripting did not start")
+    return RedisServer("--rename-command", "EVALSHA", "", "--rename-command", "EVAL", "")
 
 
 async def test_a_store_without_scripting_falls_back_for_good() -> None:
-    own = NoScripting()
+    own = no_scripting()
     own.start()
     try:
         client = Redis.from_url(own.url)

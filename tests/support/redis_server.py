@@ -20,7 +20,8 @@ def free_port() -> int:
 class RedisServer:
     """Start, stop and restart a throwaway redis-server (no persistence)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
+        """`extra`: more redis-server arguments (e.g. `--rename-command EVAL ""`)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
@@ -28,6 +29,7 @@ class RedisServer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="mb-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra = list(extra)
 
     @property
     def url(self) -> str:
@@ -47,6 +49,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.dir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
