@@ -159,6 +159,8 @@ def check(
         return None
     match = qualifies(variant, visitor, now)
     if match is None:
+        if notes is not None:
+            _note_stale(variant, visitor, now, notes)
         return None
     cap = variant.frequency_cap
     if cap is not None and capped(variant.key, cap, env, now):
@@ -188,6 +190,17 @@ def qualifies(variant: Variant, visitor: Visitor, now: datetime) -> Match | None
             return None
         why = f"{why} + conditions" if variant.audiences else "conditions"
     return why, matched
+
+
+def _note_stale(variant: Variant, visitor: Visitor, now: datetime, notes: list[str]) -> None:
+    """`stale audience <key>`: the variant's audience failed on a membership past its
+    `maxAgeSeconds` (a variant out of schedule or in a draft experiment is not noted)."""
+    stale = visitor.stale_among(variant.audiences)
+    if stale is None or (variant.experiment and variant.experiment.status == "draft"):
+        return
+    if (variant.start_at and now < variant.start_at) or (variant.end_at and now >= variant.end_at):
+        return
+    notes.append(f"stale audience {stale}")
 
 
 def capped(key: str, cap: FrequencyCap, env: DecisionEnv, now: datetime) -> bool:

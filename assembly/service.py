@@ -159,8 +159,9 @@ class AssemblyService:
         template, slots = _select(library, request)
         locale = _locale(library, request.locale)
         profile, state, store_ok = await self.profiles.read(request)
-        visitor = build_visitor(request, profile)
-        placed = self.engine.decide_page(library, template, slots, visitor, state, self.clock())
+        now = self.clock()
+        visitor = build_visitor(request, profile, now.timestamp())
+        placed = self.engine.decide_page(library, template, slots, visitor, state, now)
         if not store_ok:
             metrics.ASSEMBLE_DEGRADED.labels(cause="store").inc()
         answers = [_answer(library, s, d, locale) for s, d in placed]

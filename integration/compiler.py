@@ -143,7 +143,15 @@ def parse_audience(r: FieldReader) -> Audience:
         segments=r.symbols("segments"),
         personas=r.symbols("personas"),
         condition=r.condition(),
+        max_age_seconds=_max_age(r),
     )
+
+
+def _max_age(r: FieldReader) -> int | None:
+    value = r.integer("maxAgeSeconds")
+    if value is not None and value < 0:
+        raise ModelError(f"field 'maxAgeSeconds' must be 0 or more seconds, got {value}")
+    return value
 
 
 def parse_experiment(r: FieldReader) -> Experiment:

@@ -31,6 +31,8 @@ class Audience:
     segments: frozenset[str] = frozenset()
     personas: frozenset[str] = frozenset()
     condition: Condition | None = None
+    max_age_seconds: int | None = None
+    """`maxAgeSeconds`: a CDP membership last confirmed longer ago counts as unknown (stale)."""
 
 
 @dataclass(frozen=True, slots=True)

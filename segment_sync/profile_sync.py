@@ -62,6 +62,7 @@ class ProfileWriter(Protocol):
         anonymous_id: str | None = None,
         traits: Mapping[str, Any] | None = None,
         audiences: set[str] | frozenset[str] | None = None,
+        confirmed: Mapping[str, float] | None = None,
     ) -> None: ...
 
 
@@ -170,7 +171,10 @@ class ProfilePuller:
         if current is not None:
             traits = {**pulled.traits, **current.traits}
             audiences = audiences | current.audiences
-        await self._profiles.write(user_id=user_id, traits=traits, audiences=audiences)
+        confirmed = dict.fromkeys(pulled.audiences, time.time())  # freshness (maxAgeSeconds)
+        await self._profiles.write(
+            user_id=user_id, traits=traits, audiences=audiences, confirmed=confirmed
+        )
 
     async def _finish(self, marker: str, user_id: str, outcome: PullOutcome) -> PullOutcome:
         seconds = (

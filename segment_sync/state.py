@@ -11,7 +11,7 @@ Hash fields (`<prefix>:{v:<id>}:profile`, docs/events.md "Profile store"):
 | `live` | JSON: open view, cart, engagement scores; turned into signals at read time | yes |
 | `canonical` | on an alias id (anonymousId, aliased userId): the id it mirrors | yes |
 | `links` | on a merged profile: JSON list of the ids that mirror it | no |
-| `audAt` | JSON: audience key → `[member 1/0, event time]` of its last change (ordering) | no |
+| `audAt` | JSON: audience key → `[member 1/0, event time]` of its last change (freshness) | yes |
 
 Visitor ids are typed: `u:<userId>` and `a:<anonymousId>`.
 """
@@ -28,8 +28,16 @@ import orjson
 
 from segment_sync.config import SignalRules
 
-HOT_FIELDS = ("traits", "audiences", "signals", "consent", "live", "canonical")
 AUDIENCE_TIMES_FIELD = "audAt"
+HOT_FIELDS = (
+    "traits",
+    "audiences",
+    "signals",
+    "consent",
+    "live",
+    "canonical",
+    AUDIENCE_TIMES_FIELD,
+)
 MAX_AUDIENCE_TIMES = 500  # audience keys whose last change is remembered per profile
 _KNOWN_SIGNALS = frozenset({"visits", "sessions", "dwell", "recentEvents"})
 

@@ -26,7 +26,13 @@ from segment_sync.exceptions import ProfileErasureFailed
 from segment_sync.identity import user_id as typed_user_id
 from segment_sync.redis_tx import Session, failed, pairs, session
 from segment_sync.signals import current_signals
-from segment_sync.state import HOT_FIELDS, ProfileState, decode_row, merge_into
+from segment_sync.state import (
+    AUDIENCE_TIMES_FIELD,
+    HOT_FIELDS,
+    ProfileState,
+    decode_row,
+    merge_into,
+)
 
 log = structlog.get_logger()
 
@@ -109,9 +115,17 @@ class RedisProfileStore:
         audiences: set[str] | frozenset[str] | None = None,
         signals: Mapping[str, Any] | None = None,
         consent: bool | None = None,
+        confirmed: Mapping[str, float] | None = None,
     ) -> None:
-        """Replace the given parts of one visitor's profile (profile pulls, tests, benches)."""
+        """Replace the given parts of one visitor's profile (profile pulls, tests, benches).
+
+        `confirmed`: audience key → when the CDP confirmed that membership (a Profile API
+        pull); merged into `audAt` where it is newer than the change stored there.
+        """
+        key = visitor_key(self._keys, user_id=user_id, anonymous_id=anonymous_id)
         fields: dict[str, bytes] = {}
+        if confirmed:
+            fields[AUDIENCE_TIMES_FIELD] = await self._confirmed(key, confirmed)
         if traits is not None:
             fields["traits"] = orjson.dumps(dict(traits))
         if audiences is not None:
@@ -122,11 +136,20 @@ class RedisProfileStore:
             fields["consent"] = b"1" if consent else b"0"
         if fields:
             fields["rev"] = os.urandom(6).hex().encode()  # consumers see the profile changed
-            key = visitor_key(self._keys, user_id=user_id, anonymous_id=anonymous_id)
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 pipe.expire(key, self._ttl)
                 await pipe.execute()
+
+    async def _confirmed(self, key: str, confirmed: Mapping[str, float]) -> bytes:
+        """The stored `audAt` with these memberships confirmed, where that is newer."""
+        raw = await self._redis.hget(key, AUDIENCE_TIMES_FIELD)
+        raw_bytes = raw.encode() if isinstance(raw, str) else raw
+        state = decode_row({AUDIENCE_TIMES_FIELD.encode(): raw_bytes} if raw_bytes else {})
+        for audience, at in confirmed.items():
+            state.change_audience(audience, True, at)
+        times = {k: [int(member), at] for k, (member, at) in state.audience_times.items()}
+        return orjson.dumps(times)
 
     # ------------------------------------------------------------ erasure
 
@@ -220,7 +243,16 @@ def _profile(state: ProfileState, now: float) -> Profile:
         audiences=frozenset(state.audiences),
         signals=current_signals(state, now),
         consent=state.consent,
+        audience_times=confirmed_times(state),
     )
+
+
+def confirmed_times(state: ProfileState) -> dict[str, float]:
+    """When each current membership was last confirmed (entered, re-sent, pulled)."""
+    times = state.audience_times
+    if not times:
+        return {}
+    return {key: at for key, (member, at) in times.items() if member and key in state.audiences}
 
 
 def _decode(row: Mapping[Any, Any]) -> Profile:
