@@ -31,6 +31,7 @@ from tests.integration.test_sync import source_for
 from tests.support.app import make_settings, running_app
 from tests.support.demo import demo_items
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 SPACE = "microbridge-demo"
@@ -94,13 +95,6 @@ async def test_readyz_reports_generation_age_and_sync_state(
     assert sync["lastError"] is None
 
 
-async def wait_for(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_sync_killed_midway_leaves_the_last_generation_and_no_long_lock(
     redis: Redis, keys: Keys, redis_server: RedisServer
 ) -> None:
@@ -123,7 +117,7 @@ async def test_a_sync_killed_midway_leaves_the_last_generation_and_no_long_lock(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            await wait_for(lambda: _staged_pages(redis, keys, minimum=2), seconds=60)
+            await eventually(lambda: _staged_pages(redis, keys, minimum=2), within=60)
         finally:
             child.send_signal(signal.SIGKILL)
             await asyncio.wait_for(child.wait(), 10)
@@ -184,16 +178,16 @@ async def test_a_store_that_loses_its_data_keeps_the_replica_serving_and_resyncs
             holder, watcher = app.state.runtime.holder, app.state.decisions.watcher
             first = holder.epoch
             await switches.set(KillSwitch("slot", "home.banner", "ops", "broken banner", 1.0))
-            await wait_for(lambda: _has_switches(watcher))
+            await eventually(lambda: _has_switches(watcher))
             fake.delay_next(0.2, count=30)  # the rebuild takes a while: watch the gap
             redis_server.stop()
             redis_server.start()
-            await wait_for(lambda: _lost(client))
+            await eventually(lambda: _lost(client))
             served = await client.post("/v1/assemble", json=VISITOR)
             metrics = (await client.get("/metrics")).text
-            await wait_for(lambda: _epoch_changed(holder, first), seconds=30)
+            await eventually(lambda: _epoch_changed(holder, first), within=30)
             ready = await client.get("/readyz")
-            await wait_for(lambda: _stored_again(switches))
+            await eventually(lambda: _stored_again(switches))
             page = (await client.post("/v1/assemble", json=VISITOR)).json()
     assert served.status_code == 200
     assert served.json()["slots"][0]["source"] == "variant"
@@ -246,7 +240,7 @@ async def test_a_cold_start_without_store_or_contentful_serves_the_last_good_sna
     with slow_fake(0.0) as fake:
         settings = settings_for(fake, redis_server.url, snapshot_path=snapshot, max_attempts=1)
         async with running_app(settings) as (app, _):
-            await wait_for(lambda: _exists(snapshot))
+            await eventually(lambda: _exists(snapshot))
         await redis.flushall()
         fake.fail_next(503, count=100)
         async with running_app(settings, ready=False) as (app, client):
@@ -271,7 +265,7 @@ async def test_a_snapshot_of_another_space_is_never_served(
     with slow_fake(0.0) as fake:
         settings = settings_for(fake, redis_server.url, snapshot_path=snapshot)
         async with running_app(settings):
-            await wait_for(lambda: _exists(snapshot))
+            await eventually(lambda: _exists(snapshot))
     await redis.flushall()
     with FakeContentful(space_id="another-space", pages=[[]]) as other:
         other.fail_next(503, count=100)

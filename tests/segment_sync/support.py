@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -16,6 +14,7 @@ from app import AppSettings
 from core.redis import Keys
 from segment_sync.webhook_config import SegmentWebhookSettings
 from tests.support.app import make_settings
+from tests.support.waiting import eventually
 from webhooks.verification import sign_segment
 
 T = TypeVar("T")
@@ -94,20 +93,6 @@ async def assemble_home(client: httpx.AsyncClient, **user: str) -> dict[str, dic
     response = await client.post("/v1/assemble", json={"template": "home", "user": user})
     assert response.status_code == 200, response.text
     return {slot["slot"]: slot for slot in response.json()["slots"]}
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], accept: Callable[[T], bool], *, within: float = 10.0
-) -> T:
-    """Poll `probe` until `accept` holds; fail after `within` seconds (a deadline, not a goal)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within} s; last value: {value!r}")
-        await asyncio.sleep(0.005)
 
 
 async def snapshot(redis: Redis) -> dict[bytes, Any]:

@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from segment_sync.store import RedisProfileStore
-from tests.segment_sync.support import eventually
 from tests.segment_sync.tracking_support import (
     KEYS,
     WRITE_KEY,
@@ -32,6 +31,7 @@ from tests.segment_sync.tracking_support import (
     stream_length,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 Served = tuple[FastAPI, httpx.AsyncClient, str]
 

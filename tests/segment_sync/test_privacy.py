@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from tests.segment_sync.support import eventually, snapshot
+from tests.segment_sync.support import snapshot
 from tests.segment_sync.tracking_support import (
     ADMIN_TOKEN,
     KEYS,
@@ -22,6 +22,7 @@ from tests.segment_sync.tracking_support import (
     profile,
 )
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 Bridge = tuple[FastAPI, httpx.AsyncClient]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -18,9 +18,10 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from tests.segment_sync.support import PREFIX, eventually
+from tests.segment_sync.support import PREFIX
 from tests.segment_sync.tracking_support import KEYS, WRITE_KEY, bridge, drained, profile, views
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 

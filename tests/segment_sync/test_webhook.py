@@ -30,7 +30,6 @@ from tests.segment_sync.support import (
     assemble_home,
     engage_identify,
     engage_track,
-    eventually,
     message_id,
     post_signed,
     segment_settings,
@@ -39,6 +38,7 @@ from tests.segment_sync.support import (
 )
 from tests.support.app import running_app
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import eventually
 from webhooks.verification import sign_segment
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "segment"

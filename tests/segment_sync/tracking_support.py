@@ -20,9 +20,10 @@ from app import AppSettings
 from core.redis import Keys
 from segment_sync.config import SegmentSettings
 from segment_sync.store import RedisProfileStore
-from tests.segment_sync.support import PREFIX, eventually
+from tests.segment_sync.support import PREFIX
 from tests.support.app import make_settings, running_app
 from tests.support.redis_server import free_port
+from tests.support.waiting import eventually
 
 WRITE_KEY = "wk-test-7f3a91"
 OTHER_KEY = "wk-test-rotated-22c0"

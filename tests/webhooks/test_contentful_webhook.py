@@ -28,6 +28,7 @@ from tests.fakes.contentful import FakeContentful
 from tests.support.app import make_settings, running_app
 from tests.support.demo import demo_items, with_fields
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import eventually
 from webhooks.config import ContentfulWebhookSettings
 from webhooks.normalize import Topic, entity_change, payload_target
 from webhooks.verification import sign_contentful
@@ -613,13 +614,6 @@ def delta_syncs(fake: FakeContentful) -> int:
     return sum(
         1 for path, query in fake.requests if path.endswith("/sync") and "sync_token" in query
     )
-
-
-async def eventually(check: Callable[[], Any], *, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_lost_webhook_is_healed_by_the_debounced_delta_sync(
