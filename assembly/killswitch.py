@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from assembly import metrics
+from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 
 log = structlog.get_logger()
@@ -283,7 +284,7 @@ class SwitchWatcher:
             try:
                 await self._listen(redis)
             except (RedisError, OSError) as exc:
-                _reraise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 log.warning("assembly.kill_switch.watch_failed", error=str(exc))
                 await asyncio.sleep(min(self._poll, 1.0))
 
@@ -303,10 +304,3 @@ class SwitchWatcher:
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc

@@ -25,6 +25,7 @@ from assembly.killswitch import KillSwitchStore
 from assembly.ports import LibrarySource
 from assembly.state import PendingWrites, VisitorWrite
 from assembly.store import apply_writes
+from core.cancellation import reraise_if_cancelling
 from core.errors import BridgeError
 from core.redis import Keys
 
@@ -187,11 +188,5 @@ async def guardrail_forever(
         try:
             await check_rollouts(redis, keys, settings, library, switches)
         except (RedisError, OSError) as exc:
-            _reraise_if_cancelling(exc)
+            reraise_if_cancelling(exc)
             log.warning("assembly.guardrail.failed", error=str(exc))
-
-
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core import metrics
+from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from integration.exceptions import ContentfulError
 from integration.library import Library, compile_library
@@ -148,7 +149,7 @@ class LibraryHolder:
             try:
                 await self._listen(redis, keys, poll_seconds)
             except (RedisError, OSError) as exc:
-                _reraise_if_cancelling(exc)
+                reraise_if_cancelling(exc)
                 log.warning("library.watch_failed", error=str(exc))
                 await asyncio.sleep(poll_seconds)
 
@@ -185,13 +186,6 @@ async def _note_sync_age(service: SyncService) -> None:
             metrics.note_synced_at(synced_at)
 
 
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
-
-
 async def _drain(pubsub: object) -> list[dict[str, Any]]:
     """Every change message already waiting, so a burst is handled in one pass."""
     get = getattr(pubsub, "get_message")  # noqa: B009
@@ -213,7 +207,7 @@ async def sync_forever(
         try:
             await sync_once_locked(service, lock)
         except (ContentfulError, RedisError, OSError) as exc:
-            _reraise_if_cancelling(exc)
+            reraise_if_cancelling(exc)
             log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))
         await _note_sync_age(service)
         attempted.set()

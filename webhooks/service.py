@@ -19,6 +19,7 @@ import structlog
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_fixed
 
+from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from integration.config import ContentfulSettings
 from integration.exceptions import ContentfulError
@@ -133,20 +134,13 @@ class DebouncedResync:
         try:
             result: SyncProgress | None = await retrying(self._sync)
         except (ContentfulError, RedisError, OSError) as exc:
-            _reraise_if_cancelling(exc)
+            reraise_if_cancelling(exc)
             log.error("webhook.contentful.resync_failed", error=type(exc).__name__, detail=str(exc))
             return
         if result is None:
             log.warning("webhook.contentful.resync_skipped", reason="the sync lock stayed taken")
         else:
             log.info("webhook.contentful.resync_done", mode=result.mode, version=result.version)
-
-
-def _reraise_if_cancelling(exc: BaseException) -> None:
-    """redis-py may turn a cancelled read into a ConnectionError: never swallow a cancel."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
 
 
 def configured_target(contentful: ContentfulSettings) -> Target:
