@@ -27,6 +27,9 @@ from redis.exceptions import RedisError
 from assembly.admin_router import router as decisions_admin_router
 from assembly.config import DecisionSettings
 from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
+from assembly.preview.config import PreviewSettings
+from assembly.preview.router import router as preview_router
+from assembly.preview.runtime import build_preview
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
 from assembly.runtime import DecisionRuntime
@@ -50,6 +53,7 @@ from integration.config import ContentfulSettings
 from integration.demo import DemoSource
 from integration.exceptions import ContentfulError
 from integration.library import compile_library
+from integration.preview_source import preview_source
 from integration.schemas import ContentSource
 from integration.service import LibraryHolder, sync_forever
 from integration.store import ContentStore, SyncLock
@@ -88,6 +92,7 @@ class AppSettings:
     decisions: DecisionSettings = field(default_factory=DecisionSettings)
     segment_webhook: SegmentWebhookSettings = field(default_factory=SegmentWebhookSettings)
     segment: SegmentSettings = field(default_factory=SegmentSettings)
+    preview: PreviewSettings = field(default_factory=PreviewSettings)
 
 
 class ConfigurationError(SystemExit):
@@ -104,6 +109,7 @@ def load_settings() -> AppSettings:
             decisions=DecisionSettings(),
             segment_webhook=SegmentWebhookSettings(),
             segment=SegmentSettings(),
+            preview=PreviewSettings(),
         )
     except ValidationError as exc:
         raise ConfigurationError(f"microbridge: configuration error: {_describe(exc)}") from None
@@ -130,6 +136,7 @@ def _describe(exc: ValidationError) -> str:
         "DecisionSettings": "DECISIONS_",
         "SegmentWebhookSettings": "SEGMENT_",
         "SegmentSettings": "SEGMENT_",
+        "PreviewSettings": "BRIDGE_PREVIEW_",
     }.get(exc.title, "")
     err = exc.errors()[0]
     message = str(err["msg"]).removeprefix("Value error, ")
@@ -296,6 +303,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.assembly = AssemblyService(
         runtime.holder, decisions.reader, fallback, engine=decisions.engine
     )
+    app.state.preview = build_preview(
+        settings.preview,
+        preview_source(settings.contentful),
+        runtime.holder,
+        decisions,
+        link_depth=settings.service.link_depth,
+    )
     interval = settings.contentful.sync_interval_seconds
     lock = runtime.lock
     full_resync_on_store_loss(runtime)
@@ -415,6 +429,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(segment_webhook_router)
     app.include_router(decisions_admin_router)
+    app.include_router(preview_router)
     app.include_router(tracking_router)
     app.include_router(apidocs_router)
     app.router.routes.insert(0, assemble_fast_route)

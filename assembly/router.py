@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.routing import Route
 
+from assembly.preview.router import ASSEMBLE_PREVIEW_ERRORS, assemble_preview
 from assembly.schemas import AssembleRequest, AssembleResponse
 from assembly.service import AssemblyService
 from core.errors import InvalidRequest, describe_validation
@@ -30,6 +31,8 @@ async def assemble(request: Request) -> Response:
         parsed = AssembleRequest.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidRequest(describe_validation(list(exc.errors()))) from exc
+    if parsed.preview:
+        return await assemble_preview(request, parsed)
     answer = await get_assembly(request).assemble(parsed)
     return Response(answer, media_type="application/json")
 
@@ -45,7 +48,8 @@ router.add_api_route(
     response_model=AssembleResponse,
     openapi_extra={"requestBody": _REQUEST_SCHEMA},
     responses={
-        404: {"description": "TemplateNotFound or SlotNotFound"},
+        **ASSEMBLE_PREVIEW_ERRORS,
+        404: {"description": "TemplateNotFound, SlotNotFound, or PreviewTargetNotFound"},
         413: {"description": "PayloadTooLarge: body over 64 KB"},
         422: {"description": "InvalidRequest or UnknownLocale"},
     },

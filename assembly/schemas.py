@@ -26,6 +26,31 @@ class RequestContext(BaseModel):
     consent: bool | None = None
 
 
+class PreviewOptions(BaseModel):
+    """What an editor forces in a preview (docs/api.md "Preview")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: Literal["drafts", "published"] = Field(
+        default="drafts", description="drafts (Preview API) or the published library"
+    )
+    audiences: list[str] | None = Field(
+        default=None,
+        max_length=50,
+        description="mbAudience keys the visitor is a member of, and of no other audience",
+    )
+    variants: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=100,
+        description="slot key → the variant key to show there, or `baseline`",
+    )
+    arms: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="experiment key → the arm to show (a variant key, or `control`)",
+    )
+
+
 class AssembleRequest(BaseModel):
     """Either `template` or `slots`; everything else optional."""
 
@@ -49,9 +74,11 @@ class AssembleRequest(BaseModel):
     context: RequestContext = Field(default_factory=RequestContext)
     preview: bool = Field(
         default=False,
-        description="Draft content; not served by this version (true answers 422 "
-        "PreviewUnavailable), so the schema admits only false",
-        json_schema_extra={"const": False},
+        description="Preview: the latest drafts, decided without writing anything; needs the "
+        "preview key (`X-Preview-Key`) or the admin token (`Authorization: Bearer`), else 401",
+    )
+    previewOptions: PreviewOptions | None = Field(
+        default=None, description="What a preview forces; ignored without `preview: true`"
     )
 
     @model_validator(mode="after")
@@ -76,12 +103,22 @@ class SlotAnswer(BaseModel):
     style: dict[str, Any]
 
 
+class PreviewInfo(BaseModel):
+    """What a preview answer was decided on (only in answers to `preview: true`)."""
+
+    content: Literal["drafts", "published"]
+    detail: str | None = Field(description="why published content stands in for drafts")
+    fetchedAt: float | None = Field(description="when the drafts were read (epoch seconds)")
+    forced: dict[str, Any] = Field(description="the previewOptions in force")
+
+
 class AssembleResponse(BaseModel):
     template: str | None
     locale: str
     contentVersion: int
     degraded: bool
     slots: list[SlotAnswer]
+    preview: PreviewInfo | None = None
 
 
 class SwitchChange(BaseModel):

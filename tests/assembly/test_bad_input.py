@@ -42,7 +42,7 @@ async def snapshot(redis: Redis) -> dict[Any, Any]:
         (b'{"template": "home", "locale": "xx-XX"}', 422, "UnknownLocale", "xx-XX"),
         (b'{"template": "nope"}', 404, "TemplateNotFound", "nope"),
         (b'{"slots": ["home.hero", "nope.slot"]}', 404, "SlotNotFound", "nope.slot"),
-        (b'{"template": "home", "preview": true}', 422, "PreviewUnavailable", "preview"),
+        (b'{"template": "home", "preview": true}', 403, "PreviewDisabled", "BRIDGE_PREVIEW_KEY"),
     ],
 )
 async def test_bad_request_is_a_clear_4xx_and_changes_nothing(
