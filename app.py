@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from assembly.admin_router import router as decisions_admin_router
 from assembly.config import DecisionSettings
 from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
+from assembly.operator.router import router as operator_router
 from assembly.preview.config import PreviewSettings
 from assembly.preview.router import router as preview_router
 from assembly.preview.runtime import build_preview
@@ -429,6 +430,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(segment_webhook_router)
     app.include_router(decisions_admin_router)
+    app.include_router(operator_router)
     app.include_router(preview_router)
     app.include_router(tracking_router)
     app.include_router(apidocs_router)

@@ -185,6 +185,7 @@ class _Compiler:
             pinned=r.flag("pinned", False),
             kill_switch=r.flag("killSwitch", False),
             arms=arms,
+            listed=tuple(v.key for v in chosen),
         )
 
     def _template(self, r: FieldReader, slots: dict[str, Slot]) -> Template:

@@ -177,6 +177,7 @@ class Slot:
     pinned: bool = False
     kill_switch: bool = False
     arms: Mapping[str, Arms] = field(default_factory=dict)
+    listed: tuple[str, ...] = ()  # variant keys in the editor's order (introspection)
 
     def __post_init__(self) -> None:
         if not self.arms and any(v.experiment is not None for v in self.variants):
