@@ -32,7 +32,6 @@ import orjson
 from integration.model import CapPeriod
 
 STALE_SCAN_FIELDS = 40  # scan a visitor's hash for stale fields only once it holds this many
-EXPERIMENT_MARK = "exp:"
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ __all__ = [
     "StoreSettings",
     "base_url",
     "deferred",
+    "secret_list",
 ]
 
 
@@ -123,3 +124,12 @@ class StoreSettings(BridgeBaseSettings):
         if not value or any(c in value for c in "{}: "):
             raise ValueError("must be non-empty without braces, colons or spaces")
         return value
+
+
+def secret_list(value: SecretStr | None) -> tuple[str, ...]:
+    """A comma-separated secret setting (signing secrets, write keys) as its trimmed,
+    non-empty parts; () when unset. The one parser of such lists."""
+    if value is None:
+        return ()
+    parts = (part.strip() for part in value.get_secret_value().split(","))
+    return tuple(part for part in parts if part)

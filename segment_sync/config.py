@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, SecretStr, field_validator
 
-from core.settings import BridgeBaseSettings, SettingsConfigDict
+from core.settings import BridgeBaseSettings, SettingsConfigDict, secret_list
 
 DAY = 24 * 3600.0
 
@@ -88,15 +88,11 @@ class SegmentSettings(BridgeBaseSettings):
 
     @property
     def write_key_list(self) -> tuple[str, ...]:
-        return _split(self.write_keys)
+        return secret_list(self.write_keys)
 
     @property
     def server_write_key_list(self) -> tuple[str, ...]:
-        return _split(self.server_write_keys)
-
-    @property
-    def tracking_enabled(self) -> bool:
-        return bool(self.write_key_list or self.server_write_key_list)
+        return secret_list(self.server_write_keys)
 
     def rules(self) -> SignalRules:
         return SignalRules(
@@ -113,10 +109,3 @@ class SegmentSettings(BridgeBaseSettings):
         if self.consumer_name:
             return self.consumer_name
         return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-
-
-def _split(value: SecretStr | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    parts = (part.strip() for part in value.get_secret_value().split(","))
-    return tuple(part for part in parts if part)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from core.settings import BridgeBaseSettings, SettingsConfigDict, base_url
+from core.settings import BridgeBaseSettings, SettingsConfigDict, base_url, secret_list
 
 
 class SegmentWebhookSettings(BridgeBaseSettings):
@@ -75,10 +75,7 @@ class SegmentWebhookSettings(BridgeBaseSettings):
     @property
     def secrets(self) -> tuple[str, ...]:
         """The configured webhook secrets, trimmed, empties dropped; () when disabled."""
-        if self.webhook_secrets is None:
-            return ()
-        raw = self.webhook_secrets.get_secret_value().split(",")
-        return tuple(s for s in (part.strip() for part in raw) if s)
+        return secret_list(self.webhook_secrets)
 
     @property
     def profile_configured(self) -> bool:

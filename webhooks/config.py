@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from core.settings import BridgeBaseSettings, SettingsConfigDict
+from core.settings import BridgeBaseSettings, SettingsConfigDict, secret_list
 
 # The bundled demo space (templates/demo-space.json): the space and environment a webhook must
 # name when CONTENTFUL_SPACE_ID is unset.
@@ -26,10 +26,7 @@ class ContentfulWebhookSettings(BridgeBaseSettings):
     @property
     def secret_list(self) -> tuple[str, ...]:
         """The accepted signing secrets: comma-separated, trimmed, empty ones dropped."""
-        if self.secrets is None:
-            return ()
-        parts = (part.strip() for part in self.secrets.get_secret_value().split(","))
-        return tuple(part for part in parts if part)
+        return secret_list(self.secrets)
 
     @property
     def enabled(self) -> bool:
