@@ -26,6 +26,8 @@ from redis.exceptions import RedisError
 
 from assembly.admin_router import router as decisions_admin_router
 from assembly.config import DecisionSettings
+from assembly.decision_log.router import router as decision_log_router
+from assembly.decision_log.service import DecisionLog
 from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
 from assembly.operator.router import router as operator_router
 from assembly.preview.config import PreviewSettings
@@ -301,8 +303,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ),
     )
     fallback = startup_fallback(runtime.snapshot.path, source_identity(settings.contentful))
+    app.state.decision_log = decision_log = DecisionLog.build(
+        runtime.redis, runtime.keys, settings.decisions, runtime.holder
+    )
     app.state.assembly = AssemblyService(
-        runtime.holder, decisions.reader, fallback, engine=decisions.engine
+        runtime.holder,
+        decisions.reader,
+        fallback,
+        engine=decisions.engine,
+        decision_log=decision_log,
     )
     app.state.preview = build_preview(
         settings.preview,
@@ -337,6 +346,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if webhooks is not None:
         runtime.tasks.append(asyncio.create_task(webhooks.resync.run(), name="contentful-resync"))
     runtime.tasks.extend(await decisions.start())
+    runtime.tasks.extend(decision_log.start())
     app.state.events = events = await start_events(
         runtime.redis,
         runtime.keys,
@@ -430,6 +440,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(webhooks_router)
     app.include_router(segment_webhook_router)
     app.include_router(decisions_admin_router)
+    app.include_router(decision_log_router)
     app.include_router(operator_router)
     app.include_router(preview_router)
     app.include_router(tracking_router)

@@ -60,3 +60,17 @@ class DecisionSettings(BridgeBaseSettings):
     # --- results
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
     """Sample-ratio-mismatch flag: chi-square p-value below this means a broken split."""
+
+    # --- decision log and replay (assembly/decision_log)
+    log_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of page views whose decision is logged (every answer still carries an id)."""
+    log_max_len: int = Field(default=50_000, ge=100)
+    """Records kept in the log stream (about; trimmed with `MAXLEN ~`)."""
+    log_max_age_seconds: int = Field(default=7 * 86400, ge=60)
+    """Records older than this are trimmed (and a visitor's index expires after it)."""
+    log_visitor_max: int = Field(default=100, ge=1)
+    """Most recent logged decisions indexed per visitor id."""
+    log_queue_size: int = Field(default=10_000, ge=1)
+    """Records waiting for the off-path writer; beyond it they are dropped (and counted)."""
+    log_keep_libraries: int = Field(default=3, ge=1)
+    """Compiled libraries kept in memory so a decision replays on the version that made it."""

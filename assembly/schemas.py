@@ -117,6 +117,11 @@ class AssembleResponse(BaseModel):
     locale: str
     contentVersion: int
     degraded: bool
+    decisionId: str = Field(
+        description="This answer's decision: time-ordered (12 hex digits of Unix ms, then 12 "
+        "random); `GET /admin/decisions/{id}` shows it when it was logged (sampled)",
+        pattern="^[0-9a-f]{24}$",
+    )
     slots: list[SlotAnswer]
     preview: PreviewInfo | None = None
 

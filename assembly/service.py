@@ -23,6 +23,9 @@ from redis.exceptions import RedisError
 from assembly.breaker import Breaker
 from assembly.config import DecisionSettings
 from assembly.decision import Decision
+from assembly.decision_log.ids import new_decision_id
+from assembly.decision_log.record import PendingDecision
+from assembly.decision_log.service import DecisionLog
 from assembly.engine import DecisionEngine
 from assembly.exceptions import (
     ContentUnavailable,
@@ -134,8 +137,10 @@ class AssemblyService:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         engine: DecisionEngine | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self._libraries = libraries
+        self.decision_log = decision_log
         self._fallback = fallback
         self.fallback_state = FallbackState()
         self.clock = clock
@@ -166,12 +171,22 @@ class AssemblyService:
             metrics.ASSEMBLE_DEGRADED.labels(cause="store").inc()
         answers = [_answer(library, s, d, locale) for s, d in placed]
         _count_sources(answers)
+        decision_id = new_decision_id(now)
+        log = self.decision_log
+        if log is not None and log.sampled():  # references only: encoded off the hot path
+            log.submit(
+                PendingDecision(
+                    decision_id, now, request, answers, library, locale, profile, store_ok,
+                    state, slots, self.engine.board,
+                )
+            )  # fmt: skip
         return orjson.dumps(
             {
                 "template": request.template,
                 "locale": locale,
                 "contentVersion": library.version,
                 "degraded": not store_ok,
+                "decisionId": decision_id,
                 "slots": answers,
             }
         )
@@ -199,12 +214,19 @@ class AssemblyService:
         metrics.ASSEMBLE_DEGRADED.labels(cause="library").inc()
         metrics.SLOTS_BY_SOURCE["fallback"].inc(len(answers))
         self.fallback_state.used(cause)
+        now = self.clock()
+        decision_id = new_decision_id(now)
+        if self.decision_log is not None and self.decision_log.sampled():
+            self.decision_log.submit(
+                PendingDecision(decision_id, now, request, answers, fallback=cause)
+            )
         return orjson.dumps(
             {
                 "template": request.template,
                 "locale": fallback.locale,
                 "contentVersion": 0,
                 "degraded": True,
+                "decisionId": decision_id,
                 "slots": answers,
             }
         )

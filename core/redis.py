@@ -118,6 +118,20 @@ class Keys:
         """A visitor's decision state (assembly/state.py), in the profile's cluster slot."""
         return f"{self.prefix}:{{v:{visitor_id}}}:decisions"
 
+    @property
+    def decision_log(self) -> str:
+        """Stream of logged decisions (assembly/decision_log), capped by length and age."""
+        return f"{self.prefix}:decisions:log"
+
+    @property
+    def decision_log_ids(self) -> str:
+        """Sorted set (one score, so ordered by name): `<decisionId>:<stream id>`."""
+        return f"{self.prefix}:decisions:log:ids"
+
+    def decision_log_visitor(self, visitor_id: str) -> str:
+        """A visitor's logged decisions, `<decisionId>:<stream id>` scored by decision time."""
+        return f"{self.prefix}:{{v:{visitor_id}}}:decision_log"
+
 
 def connect(settings: StoreSettings) -> tuple[Redis, bool]:
     """Return a client and whether it is the embedded in-process store."""

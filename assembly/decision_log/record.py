@@ -1,0 +1,143 @@
+"""A logged decision: what the hot path hands over, and the JSON record built from it off-path.
+
+The hot path only collects references (`PendingDecision`: the request, the profile and state
+it read, the library, the answers): no copying, no encoding. `to_record` runs in the writer
+and keeps what replay needs:
+
+- `content`: version, epoch and generation of the library that decided;
+- `request`: the parsed request as sent (template or slots, user ids, session, context);
+- `profile`: every field of the profile read (traits, audiences, signals, consent, ...);
+- `state`: the decision-state fields this page's decisions could read, with the values they
+  had (sticky arms, cap counts, session marks; unflushed writes of this replica included);
+- `switches`: admin kill switches in force; `at`: the decision clock;
+- `slots`: the outcome per slot (variant, source, reason, experiment), in the order shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from assembly.experiments import rollout_test
+from assembly.killswitch import SwitchBoard
+from assembly.ports import Profile
+from assembly.schemas import AssembleRequest
+from assembly.state import DecisionState, Periods, count_field
+from integration.library import Library
+from integration.model import Slot
+
+OUTCOME_FIELDS = ("slot", "variant", "source", "reason", "experiment")
+
+
+@dataclass(slots=True)
+class PendingDecision:
+    """References to what decided one page view; turned into a record off the hot path."""
+
+    id: str
+    now: datetime
+    request: AssembleRequest
+    answers: Sequence[Mapping[str, Any]]
+    library: Library | None = None
+    locale: str | None = None
+    profile: Profile | None = None
+    store_ok: bool = True
+    state: DecisionState | None = None
+    slots: Sequence[Slot] = ()
+    board: SwitchBoard | None = None
+    fallback: str | None = None  # the cause, when the fallback library answered
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryTag:
+    """Which library decided: versions are ordered within one epoch (one store's life)."""
+
+    version: int
+    epoch: str | None
+    generation: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "epoch": self.epoch, "generation": self.generation}
+
+
+def to_record(pending: PendingDecision, tag: LibraryTag | None) -> dict[str, Any]:
+    state = pending.state
+    return {
+        "id": pending.id,
+        "at": pending.now.isoformat(),
+        "content": tag.to_json() if tag else None,
+        "fallback": pending.fallback,
+        "request": pending.request.model_dump(mode="json"),
+        "locale": pending.locale,
+        "store": {
+            "answered": pending.store_ok,
+            "counted": state is not None and state.key is not None,
+            "session": state.session if state is not None else None,
+        },
+        "profile": profile_json(pending.profile),
+        "state": state_facts(state, pending.slots, pending.now) if state is not None else {},
+        "switches": [s.to_json() for s in pending.board.all()] if pending.board else [],
+        "slots": [{name: a[name] for name in OUTCOME_FIELDS} for a in pending.answers],
+    }
+
+
+def profile_json(profile: Profile | None) -> dict[str, Any] | None:
+    """Every field of the profile, sets as sorted lists (read back by `profile_of`)."""
+    if profile is None:
+        return None
+    doc: dict[str, Any] = {}
+    for item in dataclasses.fields(profile):
+        value = getattr(profile, item.name)
+        if isinstance(value, Set):
+            value = sorted(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        doc[item.name] = value
+    return doc
+
+
+def profile_of(doc: Mapping[str, Any] | None) -> Profile | None:
+    if doc is None:
+        return None
+    known = {f.name for f in dataclasses.fields(Profile)}
+    values: dict[str, Any] = {}
+    for name, value in doc.items():
+        if name in known:
+            default = getattr(_EMPTY, name)
+            values[name] = frozenset(value) if isinstance(default, frozenset) else value
+    return Profile(**values)
+
+
+_EMPTY = Profile()
+
+
+def state_facts(state: DecisionState, slots: Sequence[Slot], now: datetime) -> dict[str, str]:
+    """The state fields the page's decisions could read, with their values (absent: unset)."""
+    facts: dict[str, str] = {}
+    periods = Periods.at(now)
+    for slot in slots:
+        marker = state.session_marker(slot.key)
+        if marker is not None:
+            facts[f"s:{state.session}:slot:{slot.key}"] = marker
+        tests = list(slot.arms)
+        tests.extend(rollout_test(v) for v in slot.variants if v.rollout is not None)
+        for test in tests:
+            assignment = state.assignment(test)
+            if assignment is not None:
+                facts[f"a:{test}"] = assignment.encode().decode()
+        for variant in slot.variants:
+            cap = variant.frequency_cap
+            name = count_field(variant.key, cap.per, periods, state.session) if cap else None
+            if name is not None and (count := state.count(name)):
+                facts[name] = str(count)
+    return facts
+
+
+def state_of(record: Mapping[str, Any]) -> DecisionState:
+    """The decision state a replay reads: the recorded fields as one row."""
+    store = record["store"]
+    row = {name.encode(): value.encode() for name, value in record["state"].items()}
+    key = "replay" if store["counted"] else None  # a key marks a visitor that can be counted
+    return DecisionState(rows=(row,), session=store["session"], key=key)

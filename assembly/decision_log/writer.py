@@ -1,0 +1,113 @@
+"""The off-path writer of decision records: a bounded queue drained in pipelined batches.
+
+`submit` never blocks a page view (a full queue drops the record, counted); the lifespan task
+encodes the records (`to_record`) and appends each batch in two round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from assembly.decision_log import metrics
+from assembly.decision_log.history import LibraryHistory
+from assembly.decision_log.ids import decision_ms
+from assembly.decision_log.record import PendingDecision, to_record
+from assembly.decision_log.store import DecisionLogStore, Entry
+
+log = structlog.get_logger()
+
+
+class DecisionLogWriter:
+    def __init__(
+        self,
+        store: DecisionLogStore,
+        history: LibraryHistory,
+        *,
+        queue_size: int,
+        batch_size: int,
+        flush_seconds: float,
+    ) -> None:
+        self._store = store
+        self._history = history
+        self._queue: asyncio.Queue[PendingDecision] = asyncio.Queue(queue_size)
+        self._batch_size = batch_size
+        self._flush_seconds = flush_seconds
+        self._dropped_logged_at = 0.0
+        self._flushing = 0
+
+    def submit(self, pending: PendingDecision) -> None:
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            metrics.DROPPED.inc()
+            now = time.monotonic()
+            if now - self._dropped_logged_at > 10:
+                self._dropped_logged_at = now
+                log.warning("assembly.decision_log.queue_full", size=self._queue.maxsize)
+
+    @property
+    def unwritten(self) -> int:
+        """Records queued or being written now (0: everything handed over is in the store)."""
+        return self._queue.qsize() + self._flushing
+
+    async def run(self) -> None:
+        """Drain forever; on cancellation, flush what is queued (best effort)."""
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                self._flushing = 1
+                if self._flush_seconds > 0:
+                    await asyncio.sleep(self._flush_seconds)
+                self._take(batch)
+                self._flushing = len(batch)
+                await self.flush(batch)
+                self._flushing = 0
+        finally:
+            await self.drain()
+
+    def _take(self, batch: list[PendingDecision]) -> None:
+        while len(batch) < self._batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                return
+
+    async def drain(self) -> None:
+        """Write everything queued now (shutdown, tests)."""
+        while not self._queue.empty():
+            batch: list[PendingDecision] = []
+            self._take(batch)
+            await self.flush(batch)
+
+    async def flush(self, batch: list[PendingDecision]) -> None:
+        entries = []
+        for pending in batch:
+            try:
+                entries.append(self._entry(pending))
+            except TypeError as exc:  # a profile value JSON cannot hold
+                metrics.FAILED.inc()
+                log.error("assembly.decision_log.unencodable", id=pending.id, error=str(exc))
+        if not entries:
+            return
+        try:
+            await self._store.append(entries)
+        except (RedisError, OSError) as exc:
+            metrics.FAILED.inc(len(entries))
+            log.warning("assembly.decision_log.flush_failed", records=len(entries), error=str(exc))
+            return
+        metrics.LOGGED.inc(len(entries))
+
+    def _entry(self, pending: PendingDecision) -> Entry:
+        library = pending.library
+        tag = self._history.tag(library) if library is not None else None
+        body = orjson.dumps(to_record(pending, tag), option=orjson.OPT_NON_STR_KEYS)
+        user = pending.request.user
+        visitors = tuple(
+            f"{kind}:{value}" for kind, value in (("u", user.id), ("a", user.anonymousId)) if value
+        )
+        return Entry(pending.id, decision_ms(pending.id), visitors, body)
