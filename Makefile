@@ -11,6 +11,7 @@ run: install
 
 test: install
 	@./scripts/need redis-server redis-server
+	@./scripts/need chromium chromium
 	$(UV) run --frozen pytest -q
 
 lint: install

@@ -338,7 +338,8 @@ class TestCache:
         clock.now += 0.2
         fresh = await cache.get()
         assert entries_requests(cpa) == 2
-        hero = fresh.library.resolver.entry("hero-default", "en-US")  # type: ignore[union-attr]
+        assert fresh.library.resolver is not None
+        hero = fresh.library.resolver.entry("hero-default", "en-US")
         assert hero is not None
         assert hero["fields"]["headline"] == "Second draft"
 
@@ -373,7 +374,7 @@ class TestCache:
 
 def settings_for_source(cpa: FakeContentfulPreview) -> ContentfulSettings:
     return ContentfulSettings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         space_id=cpa.space_id,
         access_token=SecretStr("delivery"),
         preview_token=SecretStr(cpa.token),
