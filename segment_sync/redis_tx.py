@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from hiredis import pack_command  # C packing: redis-py's asyncio client packs in Python
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
+
+from core.resp import pack_all
 
 Command = Sequence[Any]
 
@@ -37,7 +38,7 @@ class Session:
         instead of one timer per reply: a batch has hundreds of replies.
         """
         conn = self._connection
-        packed = b"".join(pack_command(tuple(c)) for c in commands)
+        packed = pack_all(commands)
         replies: list[Any] = []
         async with asyncio.timeout(max(self._timeout or 0.0, 5.0)):
             await conn.send_packed_command(packed, check_health=False)
