@@ -1,4 +1,5 @@
-"""Microbridge command line: serve, sync, fallback export, model apply, results, worker.
+"""Microbridge command line: serve, sync, fallback export, model apply, results, explain,
+worker.
 
 A failure prints one line (`microbridge: sync failed: ConnectionError: …`) and exits non-zero;
 commands that work on the shared store refuse to run on the throwaway embedded one.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -20,6 +23,7 @@ import app as application
 from assembly.exceptions import ExperimentNotFound
 from assembly.fallback import FALLBACK_FILE, export_fallback
 from assembly.results import results_table, stored_results
+from assembly.schemas import AssembleRequest
 from core.errors import BridgeError
 from core.logging import configure_logging
 from integration.library import compile_library
@@ -250,6 +254,91 @@ async def _results(settings: application.AppSettings, key: str) -> dict[str, Any
     try:
         return await stored_results(
             runtime.redis, runtime.keys, runtime.content, key, settings.decisions
+        )
+    finally:
+        await runtime.redis.aclose()
+
+
+@cli.command()
+def explain(
+    template: Annotated[str | None, typer.Option(help="The page (template key).")] = None,
+    slot: Annotated[list[str] | None, typer.Option(help="A slot key instead (repeat).")] = None,
+    user: Annotated[str | None, typer.Option(help="The visitor's userId.")] = None,
+    anonymous_id: Annotated[str | None, typer.Option(help="The visitor's anonymousId.")] = None,
+    session: Annotated[str | None, typer.Option(help="The sessionId.")] = None,
+    locale: Annotated[str | None, typer.Option(help="The locale.")] = None,
+    context: Annotated[
+        str, typer.Option(help="The request context as JSON, e.g. '{\"consent\": true}'.")
+    ] = "{}",
+    at: Annotated[
+        str | None, typer.Option(help="Decide as of this ISO time (default now).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+) -> None:
+    """Why a visitor sees what they see: every slot's candidates and rules (writes nothing)."""
+    from assembly.explain.table import explain_tables
+
+    settings = _shared_settings("explain")
+    configure_logging("warning", json=True)
+    request = _explain_request(template, slot, user, anonymous_id, session, locale, context)
+    try:
+        now = datetime.fromisoformat(at) if at else datetime.now(UTC)
+    except ValueError:
+        console.print(f"microbridge: explain: --at {at!r} is not an ISO time", markup=False)
+        raise typer.Exit(2) from None
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    try:
+        document = asyncio.run(_explain(settings, request, now))
+    except BridgeError as exc:
+        console.print(f"microbridge: explain: {exc.detail}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        Console(soft_wrap=True, width=200).print(explain_tables(document))
+
+
+def _explain_request(
+    template: str | None,
+    slots: list[str] | None,
+    user: str | None,
+    anonymous_id: str | None,
+    session: str | None,
+    locale: str | None,
+    context: str,
+) -> AssembleRequest:
+    """The assemble body the options describe; a bad one ends with one line and exit 2."""
+    try:
+        return AssembleRequest.model_validate(
+            {
+                "template": template,
+                "slots": slots or None,
+                "user": {"id": user, "anonymousId": anonymous_id},
+                "sessionId": session,
+                "locale": locale,
+                "context": orjson.loads(context),
+            }
+        )
+    except (ValidationError, orjson.JSONDecodeError) as exc:
+        console.print(f"microbridge: explain: not a valid request: {_one_line(exc)}", markup=False)
+        raise typer.Exit(2) from None
+
+
+async def _explain(
+    settings: application.AppSettings, request: AssembleRequest, now: datetime
+) -> dict[str, Any]:
+    from assembly.explain.local import explain_from_store
+
+    runtime = application.build_runtime(settings)
+    try:
+        return await explain_from_store(
+            runtime.redis,
+            runtime.keys,
+            runtime.content,
+            settings.decisions,
+            request,
+            now=now,
+            link_depth=settings.service.link_depth,
         )
     finally:
         await runtime.redis.aclose()

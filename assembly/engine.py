@@ -52,17 +52,9 @@ class DecisionEngine:
         state: DecisionState,
         now: datetime,
     ) -> list[Placed]:
-        board = self.board
         settings = self.settings
-        env = DecisionEnv(
-            state=state,
-            board=board,
-            scorer=self.scorer,
-            coherence=settings.session_coherence and visitor.session_id is not None,
-            guardrail_goal=settings.guardrail_goal_event,
-            now_ts=now.timestamp(),
-        )
-        switch = page_switch(library, template, board)
+        env = self.env(visitor, state, now)
+        switch = page_switch(library, template, env.board)
         placed = [(slot, decide(slot, visitor, now, switch, env)) for slot in slots]
         if template is not None:
             if template.sequencing == "engagement":
@@ -82,6 +74,18 @@ class DecisionEngine:
             if write is not None:
                 self.writer.submit(write)
         return placed
+
+    def env(self, visitor: Visitor, state: DecisionState, now: datetime) -> DecisionEnv:
+        """What the slot decisions of one page view read (also `assembly.explain`'s)."""
+        settings = self.settings
+        return DecisionEnv(
+            state=state,
+            board=self.board,
+            scorer=self.scorer,
+            coherence=settings.session_coherence and visitor.session_id is not None,
+            guardrail_goal=settings.guardrail_goal_event,
+            now_ts=now.timestamp(),
+        )
 
 
 def page_switch(library: Library, template: Template | None, board: SwitchBoard) -> str | None:

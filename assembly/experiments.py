@@ -50,6 +50,50 @@ def assign(arms: Arms, visitor: Visitor, state: DecisionState, slot: str, now: f
     return _arm(arms, index, Assignment(index, label, experiment.goal_event, now), slot, new=True)
 
 
+def bucketing_reading(arms: Arms, visitor: Visitor, state: DecisionState) -> dict[str, Any]:
+    """What `assign` reads, step by step: status and winner, the sticky arm, the hash value,
+    the namespace, the bucket against the arms' ranges (coverage applied). For explain; the
+    arm served is still `assign`'s."""
+    experiment = arms.experiment
+    sticky = state.assignment(experiment.key)
+    value = visitor.hash_value(experiment.hash_attribute)
+    read: dict[str, Any] = {
+        "experiment": experiment.key,
+        "status": experiment.status,
+        "winner": experiment.winner,
+        "sticky": {"arm": sticky.arm, "variant": sticky.variant} if sticky else None,
+        "hashAttribute": experiment.hash_attribute,
+        "hashValue": value,
+        "seed": experiment.seed,
+        "coverage": experiment.coverage,
+        "arms": list(arms.labels),
+        "weights": list(arms.weights),
+        "ranges": [list(r) for r in arms.ranges],
+        "weightsProblem": arms.problem,
+        "namespace": None,
+        "bucket": None,
+        "arm": None,
+    }
+    if value is None:
+        return read
+    ns = experiment.namespace
+    if ns is not None:
+        spot = gb_hash("__" + ns.id, value, 1)
+        inside = in_namespace(value, (ns.id, ns.start, ns.end))
+        read["namespace"] = {
+            "id": ns.id,
+            "start": ns.start,
+            "end": ns.end,
+            "hash": spot,
+            "inside": inside,
+        }
+    bucket = gb_hash(experiment.seed, value, 2)
+    read["bucket"] = bucket
+    index = -1 if bucket is None else choose_variation(bucket, arms.ranges)
+    read["arm"] = arms.labels[index] if index >= 0 else None
+    return read
+
+
 def _sticky(arms: Arms, sticky: Assignment, slot: str) -> Decision:
     index = arms.index(sticky.variant)
     if index < 0:
@@ -114,6 +158,16 @@ def in_rollout(variant: Variant, visitor: Visitor) -> bool:
         return False
     bucket = gb_hash(f"rollout:{variant.key}", value, 2)
     return bucket is not None and bucket < variant.rollout
+
+
+def rollout_reading(variant: Variant, visitor: Visitor) -> tuple[bool, dict[str, Any]]:
+    """`in_rollout`, with the hash it read and the bucket against the share (explain)."""
+    value = visitor.hash_value("id")
+    seed = rollout_test(variant)
+    bucket = gb_hash(seed, value, 2) if value is not None else None
+    share = variant.rollout
+    inside = bucket is not None and share is not None and bucket < share
+    return inside, {"seed": seed, "hashValue": value, "bucket": bucket, "share": share}
 
 
 def measured_rollout(variant: Variant) -> bool:

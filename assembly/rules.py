@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from assembly.decision import Decision, TestEntry
 from assembly.experiments import assign, in_rollout, measured_rollout, rollout_entry
@@ -65,7 +66,7 @@ def decide(
         # When the rules pick the same again, they are the reason; only a change is checked.
         marker = env.state.session_marker(slot.key)
         if marker is not None and marker != decision.marker:
-            kept = _coherent(slot, marker, visitor, now, env)
+            kept = coherent(slot, marker, visitor, now, env)
             if kept is not None:
                 return kept
     return decision
@@ -91,7 +92,7 @@ def _choose(slot: Slot, visitor: Visitor, now: datetime, env: DecisionEnv) -> De
     held = (_rollout(holdout, False, slot, env),) if holdout is not None else ()
     if not tied:
         return Decision("baseline", notes[0] if notes else "no variant matched", tests=held)
-    variant, why = _resolve(tied, visitor, env)
+    variant, why = resolve(tied, visitor, env)
     if variant.experiment is not None:
         return _experiment(slot, variant, visitor, now, env, held)
     tests = held
@@ -128,7 +129,7 @@ def _rollout(variant: Variant, inside: bool, slot: Slot, env: DecisionEnv) -> Te
     return rollout_entry(variant, inside, env.state, slot.key, env.guardrail_goal, env.now_ts)
 
 
-def _resolve(tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv) -> Winner:
+def resolve(tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv) -> Winner:
     """Priority is equal among `tied`: the best score wins, then the first (most recent)."""
     if len(tied) == 1:
         return tied[0][0], tied[0][1][0]
@@ -213,7 +214,7 @@ def capped(key: str, cap: FrequencyCap, env: DecisionEnv, now: datetime) -> bool
     return name is not None and state.count(name) >= cap.max
 
 
-def _coherent(
+def coherent(
     slot: Slot, marker: str, visitor: Visitor, now: datetime, env: DecisionEnv
 ) -> Decision | None:
     if marker.startswith("exp:"):
@@ -246,3 +247,42 @@ def _coherent_experiment(
     if decision.variant is not None and check(decision.variant, visitor, now, env, None) is None:
         return None
     return dataclasses.replace(decision, reason=f"session coherence: {decision.reason}")
+
+
+# ---------------------------------------------------------------- explainable twins
+# The tests of `check` and `qualifies`, one rule at a time, each with what it read, for
+# `assembly.explain`. The engine keeps calling the inlined versions above (the hot path);
+# tests/assembly/test_explain.py checks on many visitors that both give the same verdicts.
+
+
+def switched_off(variant: Variant, env: DecisionEnv) -> tuple[bool, dict[str, Any]]:
+    """`enabled: false` in Contentful, or an admin switch on the variant."""
+    admin = env.board.variants.get(variant.key)
+    read = {"enabled": variant.enabled, "adminSwitch": admin.to_json() if admin else None}
+    return admin is not None or not variant.enabled, read
+
+
+def in_schedule(variant: Variant, now: datetime) -> tuple[bool, dict[str, Any]]:
+    """`startAt <= now < endAt`, either bound optional."""
+    early = variant.start_at is not None and now < variant.start_at
+    late = variant.end_at is not None and now >= variant.end_at
+    read = {
+        "startAt": variant.start_at.isoformat() if variant.start_at else None,
+        "endAt": variant.end_at.isoformat() if variant.end_at else None,
+        "now": now.isoformat(),
+    }
+    return not (early or late), read
+
+
+def cap_reached(
+    key: str, cap: FrequencyCap, env: DecisionEnv, now: datetime
+) -> tuple[bool, dict[str, Any]]:
+    """`capped`, with the counter it read: its field, the count and the cap."""
+    state = env.state
+    read: dict[str, Any] = {"max": cap.max, "per": cap.per, "field": None, "count": None}
+    if state.key is None:
+        return False, {**read, "counted": False}
+    name = count_field(key, cap.per, env.periods or Periods.at(now), state.session)
+    count = state.count(name) if name is not None else None
+    read.update(field=name, count=count, counted=name is not None)
+    return count is not None and count >= cap.max, read

@@ -112,6 +112,32 @@ class Scorer:
             names, visitor, now
         )
 
+    def explain(self, variant: Variant, visitor: Visitor, now: float) -> dict[str, Any]:
+        """`score`, with its parts: the audience points, the signals it dated, their freshest
+        timestamp, recency and specificity (assembly.explain; `score` stays the hot path)."""
+        own = facts(variant.condition)
+        names, best, best_audience = set(own.signals), -1, None
+        matched: list[Audience | None] = [a for a in variant.audiences if visitor.in_audience(a)]
+        for audience in matched or [None]:
+            points = own.tests + _audience_points(audience)
+            if points > best:
+                best, best_audience = points, audience
+            if audience is not None:
+                names.update(facts(audience.condition).signals)
+                names.update(f"audiences.{s}" for s in audience.segments if s in visitor.audiences)
+        specificity = best / (best + 1)
+        recency = self._recency(names, visitor, now)
+        times = signal_times(visitor)
+        return {
+            "score": self.specificity_weight * specificity + self.recency_weight * recency,
+            "points": best,
+            "audience": best_audience.key if best_audience else None,
+            "specificity": specificity,
+            "recency": recency,
+            "signals": {n: times.get(n) for n in sorted(names)},
+            "weights": {"specificity": self.specificity_weight, "recency": self.recency_weight},
+        }
+
     def _recency(self, names: set[str], visitor: Visitor, now: float) -> float:
         if not names:
             return 0.0

@@ -1,0 +1,176 @@
+"""One slot, explained in the engine's order (`assembly.rules.decide`): kill switches, consent,
+eligible variants, conflicts, experiment, baseline, then session coherence.
+
+The walk calls the engine's own pieces for every verdict (`check`, `in_rollout`, `resolve`,
+`assign`, `coherent`), so the decision it ends with is the one assemble makes; the candidates'
+rules (`assembly.explain.candidates`) say what each test read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from assembly.decision import Decision
+from assembly.experiments import assign, bucketing_reading, in_rollout
+from assembly.explain.candidates import explain_candidate, rules_pass
+from assembly.explain.steps import Step, step
+from assembly.rules import DecisionEnv, Match, check, coherent, resolve
+from assembly.visitor import Visitor
+from integration.model import Slot, Variant
+
+log = structlog.get_logger()
+
+
+@dataclass(slots=True)
+class SlotTrace:
+    slot: Slot
+    candidates: dict[str, dict[str, Any]]
+    steps: list[Step] = field(default_factory=list)
+    decision: Decision = field(default_factory=lambda: Decision("baseline", ""))
+    decided_by: str = "baseline"
+
+    def to_json(self) -> dict[str, Any]:
+        decision = self.decision
+        return {
+            "slot": self.slot.key,
+            "source": decision.source,
+            "variant": decision.variant.key if decision.variant else None,
+            "reason": decision.reason,
+            "experiment": decision.experiment,
+            "decidedBy": self.decided_by,
+            "steps": self.steps,
+            "candidates": list(self.candidates.values()),
+        }
+
+
+def explain_slot(
+    slot: Slot, visitor: Visitor, now: datetime, switch: str | None, env: DecisionEnv
+) -> SlotTrace:
+    candidates = {v.key: explain_candidate(v, visitor, now, env) for v in slot.variants}
+    trace = SlotTrace(slot, candidates)
+    killed = _kill_switch(slot, switch, env)
+    if killed is not None:
+        trace.steps.append(step("kill switches", "decided", killed))
+        return _decided(trace, Decision("baseline", killed), "kill switch")
+    trace.steps.append(step("kill switches", "pass", "none in force for the page or the slot"))
+    consent = {"consent": visitor.consent}
+    if not visitor.consent:
+        trace.steps.append(step("consent", "decided", "no consent for personalization", consent))
+        return _decided(trace, Decision("baseline", "no consent for personalization"), "consent")
+    trace.steps.append(step("consent", "pass", "consent for personalization", consent))
+    _choose(trace, visitor, now, env)
+    _coherence(trace, visitor, now, env)
+    return trace
+
+
+def _decided(trace: SlotTrace, decision: Decision, by: str) -> SlotTrace:
+    trace.decision, trace.decided_by = decision, by
+    for candidate in trace.candidates.values():
+        candidate["considered"] = False
+    return trace
+
+
+def _kill_switch(slot: Slot, switch: str | None, env: DecisionEnv) -> str | None:
+    """The reason `decide` gives for a switched-off page or slot, else None."""
+    if switch is not None:
+        return f"kill switch: {switch}"
+    if slot.kill_switch:
+        return f"kill switch: slot {slot.key}"
+    if slot.key in env.board.slots:
+        return f"kill switch: slot {slot.key} (admin)"
+    return None
+
+
+def _choose(trace: SlotTrace, visitor: Visitor, now: datetime, env: DecisionEnv) -> None:
+    """`rules._choose`: the eligible variants of the highest priority, the winner among them."""
+    notes: list[str] = []
+    tied: list[tuple[Variant, Match]] = []
+    top: int | None = None
+    for variant in trace.slot.variants:
+        candidate = trace.candidates[variant.key]
+        if top is not None and variant.priority < top:
+            candidate["considered"] = False
+            continue
+        match = check(variant, visitor, now, env, notes)
+        _agree(candidate, match is not None)
+        inside = variant.rollout is None or in_rollout(variant, visitor)
+        candidate["eligible"] = match is not None and inside
+        if candidate["eligible"] and match is not None:
+            tied.append((variant, match))
+            top = variant.priority
+    eligible = [v.key for v, _ in tied]
+    detail = f"priority {top}: {', '.join(eligible)}" if eligible else "none"
+    trace.steps.append(step("eligible variants", "pass", detail, {"notes": notes}))
+    if not tied:
+        why = notes[0] if notes else "no variant matched"
+        trace.decision, trace.decided_by = Decision("baseline", why), "baseline"
+        trace.steps.append(step("baseline", "decided", why))
+        return
+    variant, why = resolve(tied, visitor, env)
+    trace.steps.append(_conflict(tied, variant, visitor, env))
+    if variant.experiment is not None:
+        _experiment(trace, variant, visitor, now, env)
+        return
+    if variant.rollout is not None:
+        why = f"{why} (rollout {variant.rollout:.0%})"
+    trace.decision = Decision("variant", why, variant, marker=variant.key)
+    trace.decided_by = "conflict resolution" if len(tied) > 1 else "eligible variant"
+
+
+def _agree(candidate: dict[str, Any], engine: bool) -> None:
+    """The rules shown must give the engine's verdict; a difference is a bug in explain."""
+    if rules_pass(candidate, rollout=False) != engine:
+        log.warning("assembly.explain.drift", variant=candidate["variant"], engine=engine)
+
+
+def _conflict(
+    tied: list[tuple[Variant, Match]], winner: Variant, visitor: Visitor, env: DecisionEnv
+) -> Step:
+    if len(tied) == 1:
+        return step("conflicts", "pass", f"{winner.key} is the only eligible variant")
+    scores = {v.key: env.scorer.explain(v, visitor, env.now_ts) for v, _ in tied}
+    detail = f"{winner.key} wins among {len(tied)} at priority {winner.priority}"
+    return step("conflicts", "decided", detail, {"scores": scores})
+
+
+def _experiment(
+    trace: SlotTrace, variant: Variant, visitor: Visitor, now: datetime, env: DecisionEnv
+) -> None:
+    """`rules._experiment`: bucketing decides; an assigned arm must itself be eligible."""
+    experiment = variant.experiment
+    assert experiment is not None
+    arms = trace.slot.arms[experiment.key]
+    reading = bucketing_reading(arms, visitor, env.state)
+    decision = assign(arms, visitor, env.state, trace.slot.key, env.now_ts)
+    served = decision.variant
+    if served is not None and served is not variant:
+        notes: list[str] = []
+        if check(served, visitor, now, env, notes) is None:
+            why = notes[0] if notes else f"{served.key} is not eligible"
+            decision = Decision("baseline", f"{decision.reason}: {why}")
+    trace.steps.append(step("experiment", "decided", decision.reason, reading))
+    trace.decision, trace.decided_by = decision, "experiment"
+
+
+def _coherence(trace: SlotTrace, visitor: Visitor, now: datetime, env: DecisionEnv) -> None:
+    """`decide`'s last step: what the slot showed earlier in the session stays if eligible."""
+    if not env.coherence:
+        trace.steps.append(step("session coherence", "skip", "off, or no session id"))
+        return
+    marker = env.state.session_marker(trace.slot.key)
+    read = {"shown": marker, "now": trace.decision.marker}
+    if marker is None or marker == trace.decision.marker:
+        detail = "nothing shown earlier" if marker is None else "the rules pick it again"
+        trace.steps.append(step("session coherence", "pass", detail, read))
+        return
+    kept = coherent(trace.slot, marker, visitor, now, env)
+    if kept is None:
+        detail = f"{marker} shown earlier is no longer eligible"
+        trace.steps.append(step("session coherence", "pass", detail, read))
+        return
+    trace.steps.append(step("session coherence", "decided", f"keeps {marker}", read))
+    trace.decision, trace.decided_by = kept, "session coherence"
