@@ -57,6 +57,7 @@ class DecisionLogWriter:
 
     async def run(self) -> None:
         """Drain forever; on cancellation, flush what is queued (best effort)."""
+        batch: list[PendingDecision] = []
         try:
             while True:
                 batch = [await self._queue.get()]
@@ -65,9 +66,13 @@ class DecisionLogWriter:
                     await asyncio.sleep(self._flush_seconds)
                 self._take(batch)
                 self._flushing = len(batch)
-                await self.flush(batch)
+                taken, batch = batch, []  # a cancel during the flush must not write it twice
+                await self.flush(taken)
                 self._flushing = 0
         finally:
+            if batch:  # cancelled while the batch was filling
+                await self.flush(batch)
+            self._flushing = 0
             await self.drain()
 
     def _take(self, batch: list[PendingDecision]) -> None:
