@@ -22,7 +22,16 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
+from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from segment_sync import metrics
 from segment_sync.apply import ApplyConflict, BatchApplier, Entry, Outcome, entry
@@ -68,30 +77,40 @@ class EventConsumer:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """Consume until cancelled; errors back off (0.1 s doubling to 5 s) and retry."""
+        """Consume until cancelled; errors back off (0.1 s doubling to 5 s) and retry.
+
+        A consumer never gives up: its budget is per failure streak, not per process, and a
+        step that succeeds starts the next one with the short wait again.
+        """
         log.info("segment.consumer.started", consumer=self.name)
-        backoff = 0.1
         while True:
             if _cancelling():  # a cancellation redis-py swallowed (redis/redis-py#2028)
                 raise asyncio.CancelledError
-            try:
-                await self.step()
-                backoff = 0.1
-            except (RedisError, OSError, ApplyConflict) as exc:
-                if _cancelling():  # redis-py can turn a cancellation into a connection error
-                    raise asyncio.CancelledError from exc
-                metrics.CONSUMER_ERRORS.labels(error=type(exc).__name__).inc()
-                log.warning("segment.consumer.error", error=type(exc).__name__, detail=str(exc))
-                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
-                    await self._ensure_group_quietly()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # a bug must not stop the pipeline: its entries stay
-                # pending, are redelivered and end in the dead-letter stream; the rest goes on
-                metrics.CONSUMER_ERRORS.labels(error=type(exc).__name__).inc()
-                log.exception("segment.consumer.crashed", error=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            await AsyncRetrying(
+                retry=retry_if_exception(self._survivable),
+                wait=wait_exponential(multiplier=0.1, max=5.0),
+                before_sleep=self._note_failure,
+                reraise=True,
+            )(self.step)
+
+    def _survivable(self, exc: BaseException) -> bool:
+        """Every exception but a cancel: a bug must not stop the pipeline (its entries stay
+        pending, are redelivered and end in the dead-letter stream; the rest goes on)."""
+        if isinstance(exc, RedisError | OSError):
+            reraise_if_cancelling(exc)  # redis-py can turn a cancellation into an error
+        return isinstance(exc, Exception)
+
+    async def _note_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is None:
+            return
+        metrics.CONSUMER_ERRORS.labels(error=type(exc).__name__).inc()
+        if isinstance(exc, RedisError | OSError | ApplyConflict):
+            log.warning("segment.consumer.error", error=type(exc).__name__, detail=str(exc))
+            if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                await self._ensure_group_quietly()
+        else:
+            log.error("segment.consumer.crashed", error=type(exc).__name__, exc_info=exc)
 
     async def step(self) -> int:
         """Housekeeping when due, then one read of new entries; how many were handled."""
@@ -168,29 +187,21 @@ class EventConsumer:
         """Hooks (experiment conversions) see every message that took effect, usually once:
         a duplicate is shown again (hooks must be idempotent). A hook that keeps failing on
         Redis errors is logged and skipped; it never holds back the acknowledgement."""
-        calls: list[tuple[Hook, Mapping[str, Any]]] = [
-            (hook, m) for m in messages for hook in self._hooks
-        ]
-        for attempt in range(_HOOK_ATTEMPTS):
-            if not calls:
-                return
-            if attempt:
-                await asyncio.sleep(0.05 * 2**attempt)
-            failed: list[tuple[Hook, Mapping[str, Any]]] = []
-            for start in range(0, len(calls), _HOOK_CONCURRENCY):
-                chunk = calls[start : start + _HOOK_CONCURRENCY]
-                results = await asyncio.gather(
-                    *(hook(m) for hook, m in chunk), return_exceptions=True
-                )
-                for call, result in zip(chunk, results, strict=True):
-                    if isinstance(result, RedisError | OSError):
-                        failed.append(call)
-                    elif isinstance(result, Exception):  # another package's bug: log, go on
-                        log.error("segment.consumer.hook_error", error=repr(result))
-            calls = failed
-        if calls:
-            metrics.CONSUMER_ERRORS.labels(error="HookFailed").inc(len(calls))
-            log.warning("segment.consumer.hook_failed", messages=len(calls))
+        calls = [(hook, m) for m in messages for hook in self._hooks]
+        failed = 0
+        for start in range(0, len(calls), _HOOK_CONCURRENCY):
+            chunk = calls[start : start + _HOOK_CONCURRENCY]
+            results = await asyncio.gather(
+                *(_hook_with_retries(hook, m) for hook, m in chunk), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, RedisError | OSError):
+                    failed += 1
+                elif isinstance(result, Exception):  # another package's bug: log, go on
+                    log.error("segment.consumer.hook_error", error=repr(result))
+        if failed:
+            metrics.CONSUMER_ERRORS.labels(error="HookFailed").inc(failed)
+            log.warning("segment.consumer.hook_failed", messages=failed)
 
     def _account(self, outcome: Outcome, seconds: float) -> None:
         now = time.time()
@@ -336,6 +347,16 @@ def _report_untrusted(entries: Sequence[Entry]) -> None:
         sources=sorted(by_source),
         entries=[e.id for e in entries[:5]],
     )
+
+
+async def _hook_with_retries(hook: Hook, message: Mapping[str, Any]) -> None:
+    """One hook call; Redis errors retried (bounded, 0.1 s then 0.2 s) before giving up."""
+    await AsyncRetrying(
+        retry=retry_if_exception_type((RedisError, OSError)),
+        stop=stop_after_attempt(_HOOK_ATTEMPTS),
+        wait=wait_exponential(multiplier=0.1, max=1.0),
+        reraise=True,
+    )(hook, message)
 
 
 def _cancelling() -> bool:
