@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import StringConstraints
 
 from assembly.preview.auth import KEY_PARAM, require_preview
 from assembly.preview.entries import templates_using
@@ -33,6 +34,9 @@ ASSEMBLE_PREVIEW_ERRORS: dict[int | str, dict[str, Any]] = {
     503: _ERRORS[503],
 }
 
+# An empty value is a control left at "the rules decide".
+Choice = Annotated[str, StringConstraints(max_length=200)]
+Pair = Annotated[str, StringConstraints(pattern=r"^([^:]+:.+)?$", max_length=400)]
 Key = Annotated[str | None, Query(alias=KEY_PARAM, description="the preview key")]
 
 
@@ -88,10 +92,10 @@ async def preview_page(
     template: Annotated[str, Path(min_length=1, max_length=200)],
     key: Key = None,
     content: Annotated[Literal["drafts", "published"], Query()] = "drafts",
-    locale: Annotated[str | None, Query(max_length=35)] = None,
-    audience: Annotated[list[str], Query()] = [],  # noqa: B006
-    variant: Annotated[list[str], Query()] = [],  # noqa: B006
-    arm: Annotated[list[str], Query()] = [],  # noqa: B006
+    locale: Annotated[str | None, Query(min_length=2, max_length=35)] = None,
+    audience: Annotated[list[Choice], Query(description="an mbAudience key")] = [],  # noqa: B006
+    variant: Annotated[list[Pair], Query(description="<slot>:<variant or baseline>")] = [],  # noqa: B006
+    arm: Annotated[list[Pair], Query(description="<experiment>:<arm or control>")] = [],  # noqa: B006
 ) -> HTMLResponse:
     service = get_preview(request)
     require_preview(request, service.key)
