@@ -1,10 +1,8 @@
-"""Prometheus metrics, defined once and imported where they are observed."""
+"""HTTP and assemble metrics (the content pipeline's are in integration/metrics.py)."""
 
 from __future__ import annotations
 
-import time
-
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 REQUEST_LATENCY = Histogram(
     "microbridge_request_seconds",
@@ -25,27 +23,3 @@ SLOTS_BY_SOURCE = {
     source: ASSEMBLE_SLOTS.labels(source=source)
     for source in ("variant", "experiment", "baseline", "fallback")
 }
-SYNC_DURATION = Histogram(
-    "microbridge_sync_seconds",
-    "Duration of one Contentful sync run",
-    ["mode"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-)
-SYNC_RUNS = Counter("microbridge_sync_runs_total", "Sync runs by outcome", ["outcome"])
-SYNC_LAST_SUCCESS = Gauge(
-    "microbridge_sync_last_success_timestamp_seconds",
-    "Unix time of the last page applied by any replica (as last read from the store)",
-)
-SYNC_LAG = Gauge("microbridge_sync_lag_seconds", "Seconds since the last successful sync")
-_last_sync = [0.0]
-SYNC_LAG.set_function(lambda: time.time() - _last_sync[0] if _last_sync[0] else 0.0)
-
-
-def note_synced_at(timestamp: float) -> None:
-    """Record the newest known sync time (this replica's or another's, read from the store)."""
-    _last_sync[0] = max(_last_sync[0], timestamp)
-    SYNC_LAST_SUCCESS.set(_last_sync[0])
-
-
-CONTENT_VERSION = Gauge("microbridge_content_version", "Content version of the live library")
-LIBRARY_ISSUES = Gauge("microbridge_library_issues", "Entries skipped by the library compiler")

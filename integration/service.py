@@ -20,9 +20,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import metrics
 from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
+from integration import metrics
 from integration.exceptions import ContentfulError
 from integration.library import Library, compile_library
 from integration.metrics import LIBRARY_GENERATION_AGE, STORE_LOSSES, STORE_LOST

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 import structlog
 
-from core import metrics
+from integration import metrics
 from integration.exceptions import ContentfulError, ContentfulRequestRejected
 from integration.metrics import GENERATIONS_INSTALLED, GENERATIONS_REJECTED
 from integration.normalize import Changes, normalize_items
