@@ -17,10 +17,14 @@ from core.errors import InvalidRequest, describe_validation
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-_REQUEST_SCHEMA = {
-    "required": True,
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AssembleRequest"}}},
+# The assemble body, published content only: `preview: true` is refused (422).
+_BODY = {
+    "allOf": [
+        {"$ref": "#/components/schemas/AssembleRequest"},
+        {"properties": {"preview": {"const": False}}},
+    ]
 }
+_REQUEST_SCHEMA = {"required": True, "content": {"application/json": {"schema": _BODY}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Unauthorized: missing or wrong bearer token"},
     404: {"description": "admin API disabled, TemplateNotFound or SlotNotFound"},

@@ -243,6 +243,7 @@ async def test_explain_needs_the_admin_token(bridge: Client, headers: dict[str, 
         ({"template": "nope"}, 404, "TemplateNotFound"),
         ({"slots": ["home.hero"], "locale": "xx-XX"}, 422, "UnknownLocale"),
         ({"template": "home", "slots": ["home.hero"]}, 422, "InvalidRequest"),
+        ({"template": "home", "preview": True}, 422, "PreviewUnavailable"),
     ],
 )
 async def test_explain_refuses_what_assemble_refuses(
