@@ -104,6 +104,7 @@ def _audience(audience: Audience, visitor: Visitor) -> dict[str, Any]:
     if audience.segments:
         seen = sorted(audience.segments & visitor.audiences)
         part["segments"] = {"anyOf": sorted(audience.segments), "visitorIn": seen}
+        part["memberships"] = [_membership(s, audience, visitor) for s in seen]
     if audience.personas:
         seen = sorted(audience.personas & visitor.personas)
         part["personas"] = {"anyOf": sorted(audience.personas), "visitorHas": seen}
@@ -112,11 +113,33 @@ def _audience(audience: Audience, visitor: Visitor) -> dict[str, Any]:
     return part
 
 
+def _membership(segment: str, audience: Audience, visitor: Visitor) -> dict[str, Any]:
+    """When the CDP last confirmed the visitor in `segment`, how old that is, and whether it is
+    fresh enough for this audience (`maxAgeSeconds`; a membership the request names is fresh)."""
+    confirmed = visitor.confirmed.get(segment)
+    age = round(visitor.now - confirmed, 1) if confirmed is not None else None
+    fresh = (
+        True
+        if audience.max_age_seconds is None
+        else visitor.fresh(segment, audience.max_age_seconds)
+    )
+    return {
+        "segment": segment,
+        "confirmedAt": confirmed,
+        "ageSeconds": age,
+        "maxAgeSeconds": audience.max_age_seconds,
+        "fromRequest": segment in visitor.requested,
+        "fresh": fresh,
+    }
+
+
 def _missed(part: dict[str, Any]) -> str:
     """Why one audience did not match, from its parts."""
     why = []
     if "segments" in part and not part["segments"]["visitorIn"]:
         why.append(f"in none of {', '.join(part['segments']['anyOf'])}")
+    elif part.get("memberships") and not any(m["fresh"] for m in part["memberships"]):
+        why.append("stale audience")
     if "personas" in part and not part["personas"]["visitorHas"]:
         why.append(f"no persona {', '.join(part['personas']['anyOf'])}")
     if "condition" in part and not part["condition"]["passed"]:

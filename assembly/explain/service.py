@@ -54,8 +54,8 @@ class ExplainService:
         template, slots = _select(library, request)
         locale = _locale(library, request.locale)
         profile, state, store_ok = await self._read(request)
-        visitor = build_visitor(request, profile)
         now = self._clock()
+        visitor = build_visitor(request, profile, now.timestamp())
         env = self._engine.env(visitor, state, now)
         switch = page_switch(library, template, env.board)
         traces = [explain_slot(slot, visitor, now, switch, env) for slot in slots]

@@ -7,6 +7,7 @@ API pull against the loopback fake); the app runs on the test Redis with its clo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from integration.compiler import FieldReader, ModelError, parse_audience
@@ -205,3 +207,35 @@ class TestCompiler:
     def test_a_bad_max_age_is_a_model_error(self, value: Any) -> None:
         with pytest.raises(ModelError, match="maxAgeSeconds"):
             parse_audience(self.reader(maxAgeSeconds=value))
+
+
+async def test_explain_shows_each_membership_age_and_why_it_is_stale(
+    redis: Redis, redis_server: RedisServer
+) -> None:
+    settings = app_settings(redis_server.url, segment_settings())
+    service = settings.service.model_copy(update={"admin_token": SecretStr("ops")})
+    async with running_app(dataclasses.replace(settings, service=service)) as (app, client):
+        await publish(app, with_fields("aud-cart-abandoners", maxAgeSeconds=MAX_AGE))
+        await enter(
+            client,
+            redis,
+            stamped(engage_track("Audience Entered", "cart_abandoners", userId="u1"), ENTERED),
+        )
+        at(app, ENTERED + timedelta(seconds=MAX_AGE + 30))
+        answer = await client.post(
+            "/admin/explain",
+            json={"template": "home", "user": {"id": "u1"}},
+            headers={"authorization": "Bearer ops"},
+        )
+    assert answer.status_code == 200, answer.text
+    hero = next(s for s in answer.json()["slots"] if s["slot"] == "home.hero")
+    rules = next(c for c in hero["candidates"] if c["variant"] == "hero-cart")["rules"]
+    audiences = next(r for r in rules if r["rule"] == "audiences")
+    part = audiences["read"]["audiences"][0]
+    (membership,) = part["memberships"]
+    assert membership["segment"] == "cart_abandoners"
+    assert membership["ageSeconds"] == MAX_AGE + 30
+    assert membership["maxAgeSeconds"] == MAX_AGE
+    assert membership["fresh"] is False
+    assert "stale audience" in audiences["detail"]
+    assert hero["reason"] == "stale audience cart-abandoners"
