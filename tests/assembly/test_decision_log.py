@@ -229,3 +229,23 @@ class TestReplay:
         assert hero["same"] is False
         assert hero["recorded"]["variant"] == "hero-cart"
         assert result["same"] is False
+
+
+async def test_erasing_a_visitor_erases_their_logged_decisions(
+    bridge: Client, redis: Redis
+) -> None:
+    app, client = bridge
+    gone = (await page(client, user={"id": "u-gone"}, context=CART))["decisionId"]
+    kept = (await page(client, user={"id": "u-kept"}, context=CART))["decisionId"]
+    await logged(app)
+    assert await redis.xlen(STREAM) == 2
+    response = await client.delete("/v1/profiles/u-gone", headers=ADMIN)
+    assert response.status_code == 204
+    assert (await client.get(f"/admin/decisions/{gone}", headers=ADMIN)).status_code == 404
+    assert (await record(client, kept))["id"] == kept
+    assert await redis.xlen(STREAM) == 1
+    around = await client.get(
+        "/admin/decisions", params={"visitor": "u-gone", "at": NOW.isoformat()}, headers=ADMIN
+    )
+    assert around.status_code == 200
+    assert around.json()["records"] == []
