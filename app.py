@@ -36,11 +36,11 @@ from assembly.preview.router import router as preview_router
 from assembly.preview.runtime import build_preview
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
-from assembly.runtime import DecisionRuntime
+from assembly.wiring import DecisionRuntime
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
 from assembly.store import read_counts, record_conversion, tests_index
-from assembly.tasks import EXPOSURE_SOURCE
+from assembly.writer import EXPOSURE_SOURCE
 from core.apidocs import router as apidocs_router
 from core.cors import CORSMiddleware
 from core.errors import install_error_handlers

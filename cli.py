@@ -22,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 import app as application
 from assembly.exceptions import ExperimentNotFound
 from assembly.fallback import FALLBACK_FILE, export_fallback
-from assembly.results import results_table, stored_results
+from assembly.experiments.results import results_table, stored_results
 from assembly.schemas import AssembleRequest
 from core.errors import BridgeError
 from core.logging import configure_logging

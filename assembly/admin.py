@@ -12,12 +12,12 @@ import structlog
 from redis.exceptions import RedisError
 
 from assembly.exceptions import LibraryNotLoaded, SwitchNotSet, UnknownTarget
-from assembly.experiments import rollout_test
-from assembly.guardrail import describe, rollout_variants
+from assembly.experiments.assignment import rollout_test
+from assembly.experiments.guardrail import describe, rollout_variants
+from assembly.experiments.results import experiment_results
 from assembly.killswitch import KillSwitch, Scope
-from assembly.results import experiment_results
-from assembly.runtime import DecisionRuntime
 from assembly.store import read_counts
+from assembly.wiring import DecisionRuntime
 from core.errors import StoreUnavailable
 from integration.library import Library
 

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from assembly import admin
-from assembly.runtime import DecisionRuntime
 from assembly.schemas import SwitchChange
+from assembly.wiring import DecisionRuntime
 from core.admin import require_admin
 
 router = APIRouter(prefix="/admin", tags=["admin"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from assembly.decision_state import Assignment, Exposure
 from assembly.schemas import Source
-from assembly.state import Assignment, Exposure
 from integration.model import Variant
 
 

@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from assembly.config import DecisionSettings
-from assembly.effects import build_write
+from assembly.decision_state import DecisionState, Periods
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
+from assembly.page_writes import build_write
 from assembly.rules import DecisionEnv, decide
 from assembly.scoring import Scorer
 from assembly.sequencing import Placed, cap_personalized, rerank
-from assembly.state import DecisionState, Periods
-from assembly.tasks import DecisionWriter
 from assembly.visitor import Visitor
+from assembly.writer import DecisionWriter
 from integration.library import Library
 from integration.model import Slot, Template
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from assembly.state import EMPTY_STATE, DecisionState
+from assembly.decision_state import EMPTY_STATE, DecisionState
 from integration.library import Library
 
 

@@ -20,10 +20,10 @@ from datetime import datetime
 from typing import Any
 
 from assembly.decision import Decision, TestEntry
-from assembly.experiments import assign, in_rollout, measured_rollout, rollout_entry
+from assembly.decision_state import EMPTY_STATE, DecisionState, Periods, count_field
+from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
 from assembly.scoring import Scorer
-from assembly.state import EMPTY_STATE, DecisionState, Periods, count_field
 from assembly.visitor import Visitor
 from integration.model import Audience, FrequencyCap, Slot, Variant
 

@@ -26,6 +26,7 @@ from assembly.decision import Decision
 from assembly.decision_log.ids import new_decision_id
 from assembly.decision_log.record import PendingDecision
 from assembly.decision_log.service import DecisionLog
+from assembly.decision_state import EMPTY_STATE, DecisionState
 from assembly.engine import DecisionEngine
 from assembly.exceptions import (
     ContentUnavailable,
@@ -37,7 +38,6 @@ from assembly.exceptions import (
 from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
-from assembly.state import EMPTY_STATE, DecisionState
 from assembly.visitor import build_visitor
 from core import metrics
 from integration.library import Library

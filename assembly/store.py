@@ -2,7 +2,7 @@
 
 The hot path reads a visitor's profile and decision state in ONE pipelined round trip
 (`DecisionStateStore.read`). Writes caused by page views are applied off the request path, in
-batches (`apply_writes`, driven by `assembly.tasks.DecisionWriter`). Per test (an experiment key
+batches (`apply_writes`, driven by `assembly.writer.DecisionWriter`). Per test (an experiment key
 or `rollout:<variant>`) one hash `<p>:decisions:test:<test>` counts, per arm, by the arm's
 label (its variant key; `control` or `holdout` for the baseline): `arm:<label>:visitors` (first
 assignment), `arm:<label>:sessions` (exposures, once per visitor and session),
@@ -28,10 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from assembly import metrics
-from assembly.experiments import conversion_updates
-from assembly.ports import Profile
-from assembly.readpath import OneRoundTrip, RawCommands
-from assembly.state import (
+from assembly.decision_state import (
     Assignment,
     DecisionState,
     Exposure,
@@ -41,7 +38,10 @@ from assembly.state import (
     decode_assignments,
     session_tag,
 )
+from assembly.experiments.assignment import conversion_updates
+from assembly.ports import Profile
 from core.redis import Keys
+from core.roundtrip import OneRoundTrip, RawCommands
 
 log = structlog.get_logger()
 
@@ -107,7 +107,7 @@ class PipelinedProfiles(Protocol):
 class DecisionStateStore:
     """Profile and decision state of a visitor in one pipelined read (DESIGN.md §3).
 
-    The reads go out as one command (`assembly.readpath`): the client CPU of a round trip is
+    The reads go out as one command (`core.roundtrip`): the client CPU of a round trip is
     most of a page view's cost. Errors reach the caller's circuit breaker.
     """
 

@@ -44,10 +44,10 @@ import orjson
 from growthbook import GrowthBook
 
 from assembly.conditions import condition_spec
+from assembly.decision_state import DecisionState, session_tag
 from assembly.ports import Profile
 from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.state import DecisionState, session_tag
 from assembly.visitor import Visitor, build_visitor
 from bench.assemble import clean_env, demo_library, http, redis_server, spawned, wait_ready
 from core.logging import configure_logging

@@ -115,7 +115,7 @@ class Keys:
         return f"{self.prefix}:events:dead"
 
     def decisions(self, visitor_id: str) -> str:
-        """A visitor's decision state (assembly/state.py), in the profile's cluster slot."""
+        """A visitor's decision state (assembly/decision_state.py), in the profile's slot."""
         return f"{self.prefix}:{{v:{visitor_id}}}:decisions"
 
     @property

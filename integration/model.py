@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from assembly.bucketing import get_bucket_ranges, get_equal_weights, weights_valid
+from assembly.targeting.bucketing import get_bucket_ranges, get_equal_weights, weights_valid
 
 AUDIENCE = "mbAudience"
 EXPERIMENT = "mbExperiment"

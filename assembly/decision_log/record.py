@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from assembly.experiments import rollout_test
+from assembly.decision_state import DecisionState, Periods, count_field
+from assembly.experiments.assignment import rollout_test
 from assembly.killswitch import SwitchBoard
 from assembly.ports import Profile
 from assembly.schemas import AssembleRequest
-from assembly.state import DecisionState, Periods, count_field
 from integration.library import Library
 from integration.model import Slot
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from assembly.experiments import rollout_reading
+from assembly.experiments.assignment import rollout_reading
 from assembly.explain.conditions import explain_condition, summary
 from assembly.explain.steps import Step, passed, step
 from assembly.rules import DecisionEnv, cap_reached, in_schedule, switched_off

@@ -15,11 +15,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from assembly.config import DecisionSettings
+from assembly.decision_state import PendingWrites
 from assembly.engine import DecisionEngine
 from assembly.explain.service import ExplainService
 from assembly.killswitch import FixedBoard, KillSwitchStore
 from assembly.schemas import AssembleRequest
-from assembly.state import PendingWrites
 from assembly.store import DecisionStateStore
 from core.redis import Keys
 from integration.library import Library, compile_library

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from assembly.admin_router import get_decisions
 from assembly.explain.schemas import ExplainResponse
 from assembly.explain.service import ExplainService
-from assembly.runtime import DecisionRuntime
 from assembly.schemas import AssembleRequest
+from assembly.wiring import DecisionRuntime
 from core.admin import require_admin
 from core.errors import InvalidRequest, describe_validation
 

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from assembly.decision_state import EMPTY_STATE, DecisionState
 from assembly.engine import DecisionEngine, page_switch
 from assembly.exceptions import ContentUnavailable, PreviewUnavailable
 from assembly.explain.page import page_steps
@@ -24,7 +25,6 @@ from assembly.explain.steps import step
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
 from assembly.service import _locale, _select
-from assembly.state import EMPTY_STATE, DecisionState
 from assembly.visitor import Visitor, build_visitor
 
 log = structlog.get_logger()

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from assembly.decision import Decision
-from assembly.experiments import assign, bucketing_reading, in_rollout
+from assembly.experiments.assignment import assign, bucketing_reading, in_rollout
 from assembly.explain.candidates import explain_candidate, rules_pass
 from assembly.explain.steps import Step, step
 from assembly.rules import DecisionEnv, Match, check, coherent, resolve

@@ -11,7 +11,7 @@ from assembly.exceptions import ContentUnavailable
 from assembly.operator.library_view import library_json
 from assembly.operator.profile_view import visitor_json
 from assembly.operator.resync import SyncRuntime, sync_now
-from assembly.runtime import DecisionRuntime
+from assembly.wiring import DecisionRuntime
 from core.admin import require_admin
 from core.errors import NotFound
 from segment_sync.store import RedisProfileStore

@@ -7,7 +7,7 @@ from assembly.ports import LibrarySource
 from assembly.preview.config import PreviewSettings
 from assembly.preview.drafts import DraftCache, DraftSource
 from assembly.preview.service import PreviewService
-from assembly.runtime import DecisionRuntime
+from assembly.wiring import DecisionRuntime
 
 
 def build_preview(

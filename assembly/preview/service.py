@@ -19,6 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from assembly.decision import Decision
+from assembly.decision_state import EMPTY_STATE
 from assembly.engine import DecisionEngine
 from assembly.exceptions import ContentUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
 from assembly.ports import LibrarySource
@@ -26,7 +27,6 @@ from assembly.preview.drafts import DraftCache
 from assembly.preview.forcing import force_decisions, forced_visitor
 from assembly.schemas import AssembleRequest, PreviewOptions
 from assembly.sequencing import Placed
-from assembly.state import EMPTY_STATE
 from assembly.visitor import build_visitor
 from integration.library import Library
 from integration.model import Slot, Template

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from assembly.config import DecisionSettings
-from assembly.runtime import DecisionRuntime
+from assembly.wiring import DecisionRuntime
 from tests.support.app import make_settings, running_app
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

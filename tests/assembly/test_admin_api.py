@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from assembly.bucketing import gb_hash
-from assembly.stats import chance_to_beat, relative_uplift, srm, two_sided_p
+from assembly.experiments.stats import chance_to_beat, relative_uplift, srm, two_sided_p
 from assembly.store import record_conversion
+from assembly.targeting.bucketing import gb_hash
 from tests.assembly.support import (
     ADMIN,
     ADMIN_TOKEN,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from growthbook.core import _is_valid_weight_vector
 
-from assembly.bucketing import (
+from assembly.targeting.bucketing import (
     choose_variation,
     fnv1a32,
     gb_hash,

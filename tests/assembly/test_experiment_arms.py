@@ -17,15 +17,16 @@ from redis.asyncio import Redis
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from assembly import state, store
+from assembly import decision_state as state
+from assembly import store
 from assembly.config import DecisionSettings
-from assembly.experiments import experiment_meta
+from assembly.decision_state import DecisionState, Exposure, VisitorWrite
+from assembly.experiments.assignment import experiment_meta
+from assembly.experiments.results import results_document, results_table
+from assembly.experiments.stats import two_sided_p
 from assembly.ports import Profile
-from assembly.results import results_document, results_table
 from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.state import DecisionState, Exposure, VisitorWrite
-from assembly.stats import two_sided_p
 from assembly.visitor import build_visitor
 from core.redis import Keys
 from integration.library import Library, compile_library

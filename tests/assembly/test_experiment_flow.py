@@ -14,8 +14,8 @@ import pytest
 from redis.asyncio import Redis
 
 from assembly import admin
-from assembly.bucketing import gb_hash
 from assembly.store import record_conversion
+from assembly.targeting.bucketing import gb_hash
 from tests.assembly.arms import WEIGHTS, arm_item, experiment_item, growthbook, slot_item
 from tests.assembly.support import Client, assemble, decision_app, runtime, settle
 from tests.support.demo import publish, with_fields

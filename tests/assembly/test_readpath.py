@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from assembly.readpath import SHA, OneRoundTrip, RawCommands
+from core.roundtrip import SHA, OneRoundTrip, RawCommands
 from tests.support.redis_server import RedisServer
 
 FIELDS = (b"traits", b"audiences", b"missing")

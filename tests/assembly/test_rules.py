@@ -9,14 +9,14 @@ import pytest
 
 from assembly.conditions import compile_condition
 from assembly.config import DecisionSettings
+from assembly.decision_state import Assignment, DecisionState, Periods, session_tag
 from assembly.engine import DecisionEngine
-from assembly.experiments import conversion_updates, in_rollout
+from assembly.experiments.assignment import conversion_updates, in_rollout
 from assembly.killswitch import FixedBoard, KillSwitch, SwitchBoard
 from assembly.ports import Profile
 from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.scoring import Scorer
-from assembly.state import Assignment, DecisionState, Periods, session_tag
 from assembly.visitor import Visitor, build_visitor
 from integration.library import Library
 from integration.model import Audience, Experiment, FrequencyCap, Slot, Template, Variant

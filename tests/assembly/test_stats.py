@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import integrate, stats
 
-from assembly.stats import (
+from assembly.experiments.stats import (
     chance_to_beat,
     one_sided_worse_p,
     rate,

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from assembly.breaker import Breaker
-from assembly.readpath import OneRoundTrip, RawCommands
+from core.roundtrip import OneRoundTrip, RawCommands
 from tests.assembly.faults import pause, private_redis, resume
 from tests.assembly.support import decision_app, runtime
 

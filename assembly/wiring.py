@@ -11,12 +11,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from assembly.config import DecisionSettings
+from assembly.decision_state import PendingWrites
 from assembly.engine import DecisionEngine
 from assembly.killswitch import KillSwitchStore, SwitchWatcher
 from assembly.ports import LibrarySource
-from assembly.state import PendingWrites
 from assembly.store import DecisionStateStore, PipelinedProfiles
-from assembly.tasks import DecisionWriter, EventSink, guardrail_forever, stream_sink
+from assembly.writer import DecisionWriter, EventSink, guardrail_forever, stream_sink
 from core.redis import Keys
 
 log = structlog.get_logger()

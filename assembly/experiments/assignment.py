@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from assembly.bucketing import choose_variation, gb_hash, in_namespace
 from assembly.decision import Decision, TestEntry
+from assembly.decision_state import Assignment, DecisionState, Exposure, TestMeta
 from assembly.scoring import timestamp
-from assembly.state import Assignment, DecisionState, Exposure, TestMeta
+from assembly.targeting.bucketing import choose_variation, gb_hash, in_namespace
 from assembly.visitor import Visitor
 from integration.model import CONTROL, Arms, Experiment, Variant
 

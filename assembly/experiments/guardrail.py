@@ -22,9 +22,9 @@ from redis.asyncio import Redis
 
 from assembly import metrics
 from assembly.config import DecisionSettings
-from assembly.experiments import HOLDOUT, measured_rollout, rollout_test
+from assembly.experiments.assignment import HOLDOUT, measured_rollout, rollout_test
+from assembly.experiments.stats import one_sided_worse_p, rate
 from assembly.killswitch import KillSwitch, KillSwitchStore
-from assembly.stats import one_sided_worse_p, rate
 from assembly.store import TestCounts, read_counts, test_key
 from core.redis import Keys
 from integration.library import Library

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from rich.table import Table
 
 from assembly.config import DecisionSettings
+from assembly.decision_state import TestMeta
 from assembly.exceptions import ExperimentNotFound
-from assembly.experiments import experiment_meta
-from assembly.state import TestMeta
-from assembly.stats import chance_to_beat, rate, relative_uplift, srm, two_sided_p
+from assembly.experiments.assignment import experiment_meta
+from assembly.experiments.stats import chance_to_beat, rate, relative_uplift, srm, two_sided_p
 from assembly.store import TestCounts, read_counts
 from core.redis import Keys
 from integration.library import Library, compile_library

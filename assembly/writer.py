@@ -20,10 +20,10 @@ from redis.exceptions import RedisError
 
 from assembly import metrics
 from assembly.config import DecisionSettings
-from assembly.guardrail import check_rollouts
+from assembly.decision_state import PendingWrites, VisitorWrite
+from assembly.experiments.guardrail import check_rollouts
 from assembly.killswitch import KillSwitchStore
 from assembly.ports import LibrarySource
-from assembly.state import PendingWrites, VisitorWrite
 from assembly.store import apply_writes
 from core.cancellation import reraise_if_cancelling
 from core.errors import BridgeError

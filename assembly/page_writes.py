@@ -7,7 +7,7 @@ From the final decisions of a page (after sequencing and `maxPersonalized`):
   assignment when it is new (a rollout's when the visitor moved between in and out).
 Nothing is written without consent, or for a visitor without an id. Most page views of a
 visitor change nothing: then no write is made at all. How long the hash then lives follows
-from what it holds (`assembly.tasks.lifetime`): a page view that only marks its session keeps
+from what it holds (`assembly.writer.lifetime`): a page view that only marks its session keeps
 it a day, not the months a sticky assignment needs.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from assembly.decision import Decision, TestEntry
-from assembly.state import DecisionState, Periods, VisitorWrite, count_field
+from assembly.decision_state import DecisionState, Periods, VisitorWrite, count_field
 from assembly.visitor import Visitor
 from integration.model import Slot
 

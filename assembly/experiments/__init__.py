@@ -1,0 +1,1 @@
+"""Experiments: arm assignment, counters' results, statistics, and the rollout guardrail."""

@@ -1,0 +1,1 @@
+"""Targeting leaves that import nothing of ours: GrowthBook bucketing."""
