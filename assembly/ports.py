@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from assembly.decision_state import EMPTY_STATE, DecisionState
 from integration.library import Library
+from segment_sync.profile import EMPTY_PROFILE, Profile
 
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """What the store knows of a visitor: CDP traits and audiences, consent, signals.
-
-    `audience_times`: audience key → when the CDP last confirmed that membership (epoch
-    seconds); a member audience without one has no known confirmation time.
-    """
-
-    traits: Mapping[str, Any] = field(default_factory=dict)
-    audiences: frozenset[str] = frozenset()
-    signals: Mapping[str, Any] = field(default_factory=dict)
-    consent: bool | None = None
-    audience_times: Mapping[str, float] = field(default_factory=dict)
-
-
-EMPTY_PROFILE = Profile()
+__all__ = [
+    "EMPTY_PROFILE",
+    "LibrarySource",
+    "Profile",
+    "ProfileOnly",
+    "ProfileReader",
+    "VisitorReader",
+]
 
 
 class ProfileReader(Protocol):

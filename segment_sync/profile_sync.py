@@ -32,8 +32,8 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from assembly.ports import Profile
 from core.redis import Keys
+from segment_sync.profile import Profile
 from segment_sync.profile_api import ProfileApiClient, ProfileApiError, PulledProfile
 from segment_sync.webhook_config import SegmentWebhookSettings
 

@@ -19,11 +19,11 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from assembly.ports import Profile
 from core.redis import Keys
 from segment_sync.config import SignalRules
 from segment_sync.exceptions import ProfileErasureFailed
 from segment_sync.identity import user_id as typed_user_id
+from segment_sync.profile import Profile
 from segment_sync.redis_tx import Session, failed, pairs, session
 from segment_sync.signals import current_signals
 from segment_sync.state import (
