@@ -29,6 +29,7 @@ from assembly.config import DecisionSettings
 from assembly.decision_log.router import router as decision_log_router
 from assembly.decision_log.service import DecisionLog
 from assembly.explain.router import router as explain_router
+from assembly.insights.router import router as insights_router
 from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
 from assembly.operator.router import router as operator_router
 from assembly.preview.config import PreviewSettings
@@ -444,6 +445,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(operator_router)
     app.include_router(decision_log_router)
     app.include_router(explain_router)
+    app.include_router(insights_router)
     app.include_router(preview_router)
     app.include_router(tracking_router)
     app.include_router(apidocs_router)

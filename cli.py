@@ -345,6 +345,27 @@ async def _explain(
 
 
 @cli.command()
+def insights(
+    goal: Annotated[str, typer.Option(help="The goal event (a track name): Order Completed.")],
+    window: Annotated[str, typer.Option(help="How far back: 7d, 24h, 30m.")] = "7d",
+    out: Annotated[Path | None, typer.Option(help="Report folder (default INSIGHTS_DIR).")] = None,
+) -> None:
+    """Trigger discovery: what predicts the goal; writes insights.json and insights.html."""
+    from assembly.insights.command import run_command
+
+    settings = _shared_settings("insights")
+    configure_logging("warning", json=True)
+    try:
+        summary = asyncio.run(
+            run_command(settings.store, goal=goal, window=window, out=out, console=console)
+        )
+    except BridgeError as exc:
+        console.print(exc.detail, markup=False)
+        raise typer.Exit(2) from None
+    console.print(summary, markup=False)
+
+
+@cli.command()
 def worker(
     consumers: Annotated[
         int, typer.Option(min=1, max=64, help="Consumer tasks in this process.")
