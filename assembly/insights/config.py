@@ -19,7 +19,7 @@ class InsightsSettings(BridgeBaseSettings):
     """Folder of insights.json and insights.html (`cli.py insights` writes, the route reads)."""
     max_visitors: int = Field(default=50_000, ge=10)
     """Distinct visitors read at most; later visitors are left out."""
-    max_events: int = Field(default=500_000, ge=100)
-    """Stream entries read at most (XRANGE stops there)."""
+    max_events: int = Field(default=200_000, ge=100)
+    """Stream entries read at most (XRANGE stops there); each is held in memory (about 1 KB+)."""
     time_budget_seconds: float = Field(default=120.0, gt=0)
     """Reading stops when this has passed; the report says it was truncated."""

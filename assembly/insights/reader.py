@@ -31,7 +31,7 @@ Progress = Callable[[str, int, int], None]
 @dataclass(frozen=True, slots=True)
 class Bounds:
     max_visitors: int = 50_000
-    max_events: int = 500_000
+    max_events: int = 200_000
     time_budget_seconds: float = 120.0
     batch: int = 2_000
 
