@@ -37,10 +37,10 @@ from assembly.preview.router import router as preview_router
 from assembly.preview.runtime import build_preview
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
-from assembly.wiring import DecisionRuntime
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
 from assembly.store import read_counts, record_conversion, tests_index
+from assembly.wiring import DecisionRuntime
 from assembly.writer import EXPOSURE_SOURCE
 from core.apidocs import router as apidocs_router
 from core.cors import CORSMiddleware
@@ -70,11 +70,11 @@ from segment_sync.router import router as tracking_router
 from segment_sync.service import Refreshing, only_events, start_events
 from segment_sync.store import RedisProfileStore
 from segment_sync.webhook_config import SegmentWebhookSettings
-from segment_sync.webhook_lifespan import start_segment
-from segment_sync.webhook_router import router as segment_webhook_router
-from webhooks.config import ContentfulWebhookSettings
-from webhooks.router import router as webhooks_router
-from webhooks.service import build_contentful_webhooks
+from webhooks.contentful.config import ContentfulWebhookSettings
+from webhooks.contentful.router import router as webhooks_router
+from webhooks.contentful.service import build_contentful_webhooks
+from webhooks.segment.lifespan import start_segment
+from webhooks.segment.router import router as segment_webhook_router
 
 log = structlog.get_logger()
 

@@ -21,8 +21,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 import app as application
 from assembly.exceptions import ExperimentNotFound
-from assembly.fallback import FALLBACK_FILE, export_fallback
 from assembly.experiments.results import results_table, stored_results
+from assembly.fallback import FALLBACK_FILE, export_fallback
 from assembly.schemas import AssembleRequest
 from core.errors import BridgeError
 from core.logging import configure_logging

@@ -29,8 +29,8 @@ from tests.support.app import make_settings, running_app
 from tests.support.demo import demo_items, with_fields
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import eventually
-from webhooks.config import ContentfulWebhookSettings
-from webhooks.normalize import Topic, entity_change, payload_target
+from webhooks.contentful.config import ContentfulWebhookSettings
+from webhooks.contentful.normalize import Topic, entity_change, payload_target
 from webhooks.verification import sign_contentful
 
 PATH = "/webhooks/contentful"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from core.responses import OrjsonResponse
-from segment_sync.webhook import SegmentWebhook
+from webhooks.segment.service import SegmentWebhook
 from webhooks.verification import SEGMENT_SIGNATURE
 
 router = APIRouter(tags=["webhooks"])

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.types import Scope
 
 from core.responses import OrjsonResponse
+from webhooks.contentful.service import ContentfulRequest, ContentfulWebhookService
 from webhooks.exceptions import WebhookDisabled
-from webhooks.service import ContentfulRequest, ContentfulWebhookService
 
 router = APIRouter(tags=["webhooks"])
 

@@ -26,10 +26,8 @@ from integration.exceptions import ContentfulError
 from integration.service import LibraryHolder
 from integration.store import ContentChange, ContentStore
 from integration.sync import SyncProgress
-from webhooks.config import DEMO_ENVIRONMENT, DEMO_SPACE_ID, ContentfulWebhookSettings
-from webhooks.exceptions import WebhookError
-from webhooks.metrics import CONTENTFUL_WEBHOOKS
-from webhooks.normalize import (
+from webhooks.contentful.config import DEMO_ENVIRONMENT, DEMO_SPACE_ID, ContentfulWebhookSettings
+from webhooks.contentful.normalize import (
     TOPIC_HEADER,
     EntityChange,
     Target,
@@ -40,7 +38,9 @@ from webhooks.normalize import (
     parse_topic,
     payload_target,
 )
-from webhooks.store import Outcome, WebhookStore
+from webhooks.contentful.store import Outcome, WebhookStore
+from webhooks.exceptions import WebhookError
+from webhooks.metrics import CONTENTFUL_WEBHOOKS
 from webhooks.verification import verify_contentful_any
 
 log = structlog.get_logger()

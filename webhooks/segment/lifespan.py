@@ -20,8 +20,8 @@ from segment_sync.pipeline import enqueue
 from segment_sync.profile_api import ProfileApiClient, build_http_client
 from segment_sync.profile_sync import ProfilePuller
 from segment_sync.store import RedisProfileStore
-from segment_sync.webhook import SegmentWebhook
 from segment_sync.webhook_config import SegmentWebhookSettings
+from webhooks.segment.service import SegmentWebhook
 
 __all__ = ["SegmentServices", "start_segment"]
 

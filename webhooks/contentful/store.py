@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 
 from core.redis import Keys
 from integration.store import ContentStore, ContentWrite
+from webhooks.contentful.normalize import EntityChange
 from webhooks.exceptions import WebhookStoreUnavailable
-from webhooks.normalize import EntityChange
 
 log = structlog.get_logger()
 

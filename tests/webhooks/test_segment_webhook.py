@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 from app import ConfigurationError, load_settings
 from core.redis import Keys
 from segment_sync.store import RedisProfileStore
-from segment_sync.webhook import dedupe_key
 from segment_sync.webhook_config import SegmentWebhookSettings
 from tests.segment_sync.support import (
     NEW_SECRET,
@@ -39,6 +38,7 @@ from tests.segment_sync.support import (
 from tests.support.app import running_app
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import eventually
+from webhooks.segment.service import dedupe_key
 from webhooks.verification import sign_segment
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "segment"

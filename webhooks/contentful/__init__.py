@@ -1,0 +1,1 @@
+"""Contentful webhooks: verify, classify, apply through the content store, resync."""

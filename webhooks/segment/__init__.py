@@ -1,0 +1,1 @@
+"""The signed Segment webhook: events and Engage audience changes into the stream."""
