@@ -79,26 +79,57 @@ import math
 import operator
 import re
 import sys
-import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
 import structlog
 
 __all__ = [
+    "CompiledCondition",
     "Condition",
     "ConditionError",
+    "ConditionFacts",
     "compile_condition",
-    "condition_spec",
     "eval_condition",
     "padded_version_string",
 ]
 
 log = structlog.get_logger()
 
-Condition = Callable[[Mapping[str, Any]], bool]
 _Pred = Callable[[Any], bool]  # a compiled test of one (JSON-like) value
+_COMBINATORS = ("$and", "$or", "$nor")
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFacts:
+    """What a condition reads, for conflict scores: how many tests, which `signals.*`."""
+
+    tests: int
+    signals: frozenset[str]  # signal names under `signals.`
+
+
+NO_FACTS = ConditionFacts(0, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCondition:
+    """A condition compiled once: its test, the JSON it came from, and what it reads.
+
+    The hot path calls `test` directly; calling the value itself does the same.
+    """
+
+    test: Callable[[Mapping[str, Any]], bool]
+    spec: Mapping[str, Any]
+    paths: tuple[str, ...]
+    facts: ConditionFacts
+
+    def __call__(self, attributes: Mapping[str, Any]) -> bool:
+        return self.test(attributes)
+
+
+Condition = CompiledCondition
 
 
 class ConditionError(ValueError):
@@ -108,19 +139,25 @@ class ConditionError(ValueError):
 def compile_condition(
     condition: Mapping[str, Any], saved_groups: Mapping[str, list[Any]] | None = None
 ) -> Condition:
-    """Compile ``condition`` once into a fast ``attributes -> bool`` function."""
-    compiled = _Compiler(saved_groups or {}).condition(condition, "$")
-    if compiled not in (_always, _never):  # shared functions stand for many conditions
-        _SPECS[compiled] = condition
-    return compiled
+    """Compile ``condition`` once into a fast test, kept with its JSON and what it reads."""
+    test = _Compiler(saved_groups or {}).condition(condition, "$")
+    paths: list[str] = []
+    _walk(condition, paths)
+    signals = frozenset(p.removeprefix("signals.") for p in paths if p.startswith("signals."))
+    return CompiledCondition(test, condition, tuple(paths), ConditionFacts(len(paths), signals))
 
 
-def condition_spec(compiled: Condition) -> Mapping[str, Any] | None:
-    """The JSON a compiled condition came from (for explanations and scoring), if known."""
-    return _SPECS.get(compiled)
-
-
-_SPECS: weakref.WeakKeyDictionary[Condition, Mapping[str, Any]] = weakref.WeakKeyDictionary()
+def _walk(spec: Mapping[str, Any], paths: list[str]) -> None:
+    """The attribute paths a condition tests, through `$and`, `$or`, `$nor` and `$not`."""
+    for key, value in spec.items():
+        if key in _COMBINATORS and isinstance(value, list):
+            for sub in value:
+                if isinstance(sub, Mapping):
+                    _walk(sub, paths)
+        elif key == "$not" and isinstance(value, Mapping):
+            _walk(value, paths)
+        else:
+            paths.append(key)
 
 
 def eval_condition(

@@ -187,7 +187,7 @@ def qualifies(variant: Variant, visitor: Visitor, now: datetime) -> Match | None
             return None
         why = f"audience {matched.key}"
     if variant.condition is not None:
-        if not variant.condition(visitor.doc):
+        if not variant.condition.test(visitor.doc):
             return None
         why = f"{why} + conditions" if variant.audiences else "conditions"
     return why, matched

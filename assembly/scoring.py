@@ -16,57 +16,17 @@ that order within a priority).
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from assembly.conditions import condition_spec
+from assembly.conditions import NO_FACTS, ConditionFacts
 from assembly.visitor import Visitor
 from integration.model import Audience, Condition, Variant
 
-_COMBINATORS = ("$and", "$or", "$nor")
-
-
-@dataclass(frozen=True, slots=True)
-class ConditionFacts:
-    tests: int
-    signals: frozenset[str]  # signal names under `signals.`
-
-
-_FACTS: weakref.WeakKeyDictionary[Condition, ConditionFacts] = weakref.WeakKeyDictionary()
-_NO_FACTS = ConditionFacts(0, frozenset())
-
 
 def facts(condition: Condition | None) -> ConditionFacts:
-    if condition is None:
-        return _NO_FACTS
-    known = _FACTS.get(condition)
-    if known is None:
-        spec = condition_spec(condition)
-        paths: list[str] = []
-        _walk(spec or {}, paths)
-        known = ConditionFacts(
-            tests=len(paths),
-            signals=frozenset(
-                p.removeprefix("signals.") for p in paths if p.startswith("signals.")
-            ),
-        )
-        _FACTS[condition] = known
-    return known
-
-
-def _walk(spec: Mapping[str, Any], paths: list[str]) -> None:
-    for key, value in spec.items():
-        if key in _COMBINATORS and isinstance(value, list):
-            for sub in value:
-                if isinstance(sub, Mapping):
-                    _walk(sub, paths)
-        elif key == "$not" and isinstance(value, Mapping):
-            _walk(value, paths)
-        else:
-            paths.append(key)
+    return condition.facts if condition is not None else NO_FACTS
 
 
 def timestamp(value: Any) -> float | None:

@@ -61,7 +61,7 @@ class Visitor:
             return False
         if audience.personas and audience.personas.isdisjoint(self.personas):
             return False
-        if audience.condition is not None and not audience.condition(self.doc):
+        if audience.condition is not None and not audience.condition.test(self.doc):
             return False
         if not segments or audience.max_age_seconds is None:
             return True

@@ -43,7 +43,6 @@ from typing import Any
 import orjson
 from growthbook import GrowthBook
 
-from assembly.conditions import condition_spec
 from assembly.decision_state import DecisionState, session_tag
 from assembly.ports import Profile
 from assembly.rules import DecisionEnv, decide
@@ -78,7 +77,7 @@ def _audience_condition(audience: Audience) -> dict[str, Any]:
     if audience.personas:
         parts.append({"traits.personas": {"$in": sorted(audience.personas)}})
     if audience.condition is not None:
-        parts.append(dict(condition_spec(audience.condition) or {}))
+        parts.append(dict(audience.condition.spec if audience.condition else {}))
     return {"$and": parts}
 
 
@@ -88,7 +87,7 @@ def variant_condition(variant: Variant) -> dict[str, Any]:
     if variant.audiences:
         parts.append({"$or": [_audience_condition(a) for a in variant.audiences]})
     if variant.condition is not None:
-        parts.append(dict(condition_spec(variant.condition) or {}))
+        parts.append(dict(variant.condition.spec if variant.condition else {}))
     if variant.start_at is not None:
         parts.append({"now": {"$gte": _iso(variant.start_at)}})
     if variant.end_at is not None:

@@ -5,11 +5,12 @@ Contentful type ids and field ids are a public contract; they are named once her
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from assembly.conditions import CompiledCondition
 from assembly.targeting.bucketing import get_bucket_ranges, get_equal_weights, weights_valid
 
 AUDIENCE = "mbAudience"
@@ -18,9 +19,8 @@ VARIANT = "mbVariant"
 SLOT = "mbSlot"
 TEMPLATE = "mbTemplate"
 SETTINGS = "mbSettings"
-MODEL_TYPES = frozenset({AUDIENCE, EXPERIMENT, VARIANT, SLOT, TEMPLATE, SETTINGS})
 
-Condition = Callable[[Mapping[str, Any]], bool]
+Condition = CompiledCondition
 CapPeriod = Literal["session", "day", "week", "lifetime"]
 
 

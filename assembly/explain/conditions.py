@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from assembly.conditions import ConditionError, compile_condition, condition_spec
+from assembly.conditions import ConditionError, compile_condition
 from integration.model import Condition
 
 _COMBINATORS = ("$and", "$or", "$nor")
@@ -18,7 +18,7 @@ _COMBINATORS = ("$and", "$or", "$nor")
 
 def explain_condition(condition: Condition, doc: Mapping[str, Any]) -> dict[str, Any]:
     """`{"passed", "spec", "parts"}`: the verdict and, when the source is known, its parts."""
-    spec = condition_spec(condition)
+    spec = condition.spec
     parts = _parts(spec, doc) if spec is not None else []
     return {"passed": condition(doc), "spec": spec, "parts": parts}
 
