@@ -21,8 +21,6 @@ class Changes:
 
     upserts: list[Entity] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
-    removal_ranks: dict[str, int] = field(default_factory=dict)
-    """Deleted entity key → `2 * revision + 1`, when the deletion says its revision."""
 
     def __len__(self) -> int:
         return len(self.upserts) + len(self.deletions)
@@ -38,8 +36,6 @@ def normalize_items(items: Iterable[dict[str, Any]]) -> Changes:
         elif kind in _DELETIONS and sys.get("id"):
             key = entity_key(_DELETIONS[kind], sys["id"])
             changes.deletions.append(key)
-            if isinstance(sys.get("revision"), int):
-                changes.removal_ranks[key] = 2 * sys["revision"] + 1
     return changes
 
 

@@ -132,7 +132,11 @@ class ContentWrite:
 def writes_of(changes: Changes) -> list[ContentWrite]:
     """The guarded writes of one sync page (or a whole delta)."""
     writes = [ContentWrite.upsert(e) for e in changes.upserts]
-    writes.extend(ContentWrite.removal(k, changes.removal_ranks.get(k)) for k in changes.deletions)
+    # A Sync API deletion is a resource of its own: its `sys.revision` counts the deletion, not
+    # the entity's publishes (the reference pages show revision 1 whatever was deleted), so it
+    # does not compare with publish revisions. The sync is authoritative for deletions: the
+    # removal outranks whatever is stored (rank 0), and leaves a tombstone rank one above it.
+    writes.extend(ContentWrite.removal(k, None) for k in changes.deletions)
     return writes
 
 

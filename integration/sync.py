@@ -123,7 +123,6 @@ class SyncService:
         async for page, page_changes in self._pages(token, state, progress):
             changes.upserts.extend(page_changes.upserts)
             changes.deletions.extend(page_changes.deletions)
-            changes.removal_ranks.update(page_changes.removal_ranks)
             token_after = page.token
         result = await self._store.write(writes_of(changes), token=token_after, locales=locales)
         state.version, state.skipped = result.version, len(result.skipped)

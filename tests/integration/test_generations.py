@@ -27,7 +27,7 @@ from integration.normalize import normalize_items
 from integration.store import ContentStore, SyncLock, writes_of
 from integration.sync import SyncService, sync_once_locked
 from tests.fakes.contentful import FakeContentful
-from tests.integration.test_sync import source_for
+from tests.integration.test_sync import REFERENCE, source_for
 from tests.support.app import make_settings, running_app
 from tests.support.demo import demo_items
 from tests.support.redis_server import RedisServer
@@ -278,3 +278,37 @@ async def test_a_snapshot_of_another_space_is_never_served(
 
 async def _exists(path: Path) -> bool:
     return await asyncio.to_thread(path.exists)
+
+
+async def test_a_sync_deletion_removes_whatever_revision_is_stored(
+    redis: Redis, keys: Keys
+) -> None:
+    """The Sync API's deletion items carry their own revision (1 in the recorded page, whatever
+    was deleted): a deletion never loses against the stored publish revision."""
+    page = orjson.loads((REFERENCE / "cda-sync-page-deleted-items.json").read_bytes())
+    deleted = page["items"][0]
+    assert deleted["sys"]["revision"] == 1
+    store = ContentStore(redis, keys)
+    key = f"Entry:{deleted['sys']['id']}"
+    published = _entry(deleted["sys"]["id"], revision=5)
+    await store.write(writes_of(normalize_items([published])))
+    removed = await store.write(writes_of(normalize_items([deleted])))
+    assert removed.applied == (key,)
+    assert key not in (await store.load()).entities
+    late = await store.write(writes_of(normalize_items([published])))
+    assert key in late.skipped
+    newer = await store.write(writes_of(normalize_items([_entry(deleted["sys"]["id"], 6)])))
+    assert newer.applied == (key,)
+
+
+def _entry(entry_id: str, revision: int) -> dict[str, Any]:
+    return {
+        "sys": {
+            "type": "Entry",
+            "id": entry_id,
+            "revision": revision,
+            "contentType": {"sys": {"type": "Link", "linkType": "ContentType", "id": "cat"}},
+            "updatedAt": "2026-11-20T10:00:00.000Z",
+        },
+        "fields": {"name": {"en-US": f"revision {revision}"}},
+    }
