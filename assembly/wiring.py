@@ -16,7 +16,7 @@ from assembly.engine import DecisionEngine
 from assembly.killswitch import KillSwitchStore, SwitchWatcher
 from assembly.ports import LibrarySource
 from assembly.store import DecisionStateStore, PipelinedProfiles
-from assembly.writer import DecisionWriter, EventSink, guardrail_forever, stream_sink
+from assembly.writer import DecisionWriter, EventSink, guardrail_forever
 from core.redis import Keys
 
 log = structlog.get_logger()
@@ -41,12 +41,12 @@ class DecisionRuntime:
         settings: DecisionSettings,
         libraries: LibrarySource,
         profiles: PipelinedProfiles,
-        sink: EventSink | None = None,
+        sink: EventSink,
     ) -> DecisionRuntime:
         pending = PendingWrites()
         switches = KillSwitchStore(redis, keys)
         watcher = SwitchWatcher(switches, settings.kill_switch_poll_seconds)
-        writer = DecisionWriter(redis, keys, settings, pending, sink or stream_sink(redis, keys))
+        writer = DecisionWriter(redis, keys, settings, pending, sink)
         return DecisionRuntime(
             redis=redis,
             keys=keys,

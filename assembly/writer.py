@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -33,32 +32,6 @@ log = structlog.get_logger()
 
 EventSink = Callable[[list[dict[str, Any]]], Awaitable[object]]
 EXPOSURE_SOURCE = "decisions"  # the `src` of exposure events in the event pipeline's stream
-EXPOSURE_STREAM_LENGTH = 100_000
-
-
-def exposure_stream(keys: Keys) -> str:
-    return f"{keys.prefix}:decisions:exposures"
-
-
-def stream_sink(redis: Redis, keys: Keys) -> EventSink:
-    """Append events to a stream of our own, `<p>:decisions:exposures` (field `event`, JSON).
-
-    The service hands exposures to the event pipeline instead (app.py); this sink serves
-    where no pipeline runs.
-    """
-
-    async def append(events: list[dict[str, Any]]) -> None:
-        async with redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(
-                    exposure_stream(keys),
-                    {"event": orjson.dumps(event)},
-                    maxlen=EXPOSURE_STREAM_LENGTH,
-                    approximate=True,
-                )
-            await pipe.execute()
-
-    return append
 
 
 class DecisionWriter:

@@ -275,8 +275,3 @@ def confirmed_times(state: ProfileState) -> dict[str, float]:
     if not times:
         return {}
     return {key: at for key, (member, at) in times.items() if member and key in state.audiences}
-
-
-def _decode(row: Mapping[Any, Any]) -> Profile:
-    """A profile from one hash row (kept for callers that read rows themselves)."""
-    return _profile(decode_row(row), time.time())
