@@ -31,17 +31,15 @@ from assembly.engine import DecisionEngine
 from assembly.exceptions import (
     ContentUnavailable,
     PreviewUnavailable,
-    SlotNotFound,
-    TemplateNotFound,
-    UnknownLocale,
 )
 from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
+from assembly.selection import locale_of, select_slots
 from assembly.visitor import build_visitor
 from core import metrics
 from integration.library import Library
-from integration.model import Slot, Template
+from integration.model import Slot
 
 log = structlog.get_logger()
 
@@ -161,8 +159,8 @@ class AssemblyService:
         if library is None:
             return self._from_fallback(request, "library not loaded")
         self.fallback_state.recovered()
-        template, slots = _select(library, request)
-        locale = _locale(library, request.locale)
+        template, slots = select_slots(library, request)
+        locale = locale_of(library, request.locale)
         profile, state, store_ok = await self.profiles.read(request)
         now = self.clock()
         visitor = build_visitor(request, profile, now.timestamp())
@@ -230,30 +228,6 @@ class AssemblyService:
                 "slots": answers,
             }
         )
-
-
-def _select(library: Library, request: AssembleRequest) -> tuple[Template | None, tuple[Slot, ...]]:
-    if request.template is not None:
-        template = library.templates.get(request.template)
-        if template is None:
-            raise TemplateNotFound(f"no template with key {request.template!r}")
-        return template, template.slots
-    slots = []
-    for key in request.slots or ():
-        slot = library.slots.get(key)
-        if slot is None:
-            raise SlotNotFound(f"no slot with key {key!r}")
-        slots.append(slot)
-    return None, tuple(slots)
-
-
-def _locale(library: Library, requested: str | None) -> str:
-    if requested is None:
-        return library.default_locale
-    if requested not in library.locales:
-        known = ", ".join(sorted(library.locales))
-        raise UnknownLocale(f"locale {requested!r} is not in the space (known: {known})")
-    return requested
 
 
 def _answer(library: Library, slot: Slot, decision: Decision, locale: str) -> dict[str, Any]:

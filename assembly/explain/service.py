@@ -24,7 +24,7 @@ from assembly.explain.slots import explain_slot
 from assembly.explain.steps import step
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
-from assembly.service import _locale, _select
+from assembly.selection import locale_of, select_slots
 from assembly.visitor import Visitor, build_visitor
 
 log = structlog.get_logger()
@@ -51,8 +51,8 @@ class ExplainService:
         library = self._libraries.library
         if library is None:
             raise ContentUnavailable("no library is loaded: assemble serves the fallback")
-        template, slots = _select(library, request)
-        locale = _locale(library, request.locale)
+        template, slots = select_slots(library, request)
+        locale = locale_of(library, request.locale)
         profile, state, store_ok = await self._read(request)
         now = self._clock()
         visitor = build_visitor(request, profile, now.timestamp())

@@ -21,11 +21,12 @@ import orjson
 from assembly.decision import Decision
 from assembly.decision_state import EMPTY_STATE
 from assembly.engine import DecisionEngine
-from assembly.exceptions import ContentUnavailable, SlotNotFound, TemplateNotFound, UnknownLocale
+from assembly.exceptions import ContentUnavailable
 from assembly.ports import LibrarySource
 from assembly.preview.drafts import DraftCache
 from assembly.preview.forcing import force_decisions, forced_visitor
 from assembly.schemas import AssembleRequest, PreviewOptions
+from assembly.selection import locale_of, select_slots
 from assembly.sequencing import Placed
 from assembly.visitor import build_visitor
 from integration.library import Library
@@ -117,7 +118,7 @@ class PreviewService:
     async def preview(self, request: AssembleRequest) -> PreviewResult:
         options = request.previewOptions or PreviewOptions()
         library, content, note, fetched_at = await self.library(options.content)
-        template, slots = select(library, request)
+        template, slots = select_slots(library, request)
         locale = locale_of(library, request.locale)
         visitor = forced_visitor(build_visitor(request, None), library, options.audiences)
         placed = self.engine.decide_page(
@@ -131,27 +132,3 @@ def preview_decision_id() -> str:
     """An id shaped like every answer's (12 hex digits of Unix ms, 12 random); a preview is
     never logged, so no record answers to it."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
-
-
-def select(library: Library, request: AssembleRequest) -> tuple[Template | None, tuple[Slot, ...]]:
-    if request.template is not None:
-        template = library.templates.get(request.template)
-        if template is None:
-            raise TemplateNotFound(f"no template with key {request.template!r}")
-        return template, template.slots
-    slots = []
-    for key in request.slots or ():
-        slot = library.slots.get(key)
-        if slot is None:
-            raise SlotNotFound(f"no slot with key {key!r}")
-        slots.append(slot)
-    return None, tuple(slots)
-
-
-def locale_of(library: Library, requested: str | None) -> str:
-    if requested is None:
-        return library.default_locale
-    if requested not in library.locales:
-        known = ", ".join(sorted(library.locales))
-        raise UnknownLocale(f"locale {requested!r} is not in the space (known: {known})")
-    return requested
