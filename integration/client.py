@@ -29,6 +29,7 @@ from contentful.errors import (
     ServiceUnavailableError,
 )
 from contentful_management.errors import HTTPError as ManagementHTTPError
+from pydantic import SecretStr
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -179,14 +180,24 @@ def _build_client(settings: ContentfulSettings) -> Any:
         raise ContentfulError(
             "Contentful is not configured: set CONTENTFUL_SPACE_ID and CONTENTFUL_ACCESS_TOKEN"
         )
-    url = urlsplit(settings.cda_url)
+    return delivery_client(settings, settings.access_token, settings.cda_url)
+
+
+def delivery_client(
+    settings: ContentfulSettings, token: SecretStr, base_url: str, *, raw: bool = False
+) -> Any:
+    """The `contentful` SDK client on `base_url` (the CDA, or the Preview API), with its own
+    retries off: every call goes through our retry policy. `raw`: JSON dicts, not SDK objects."""
+    assert settings.space_id is not None
+    url = urlsplit(base_url)
     return contentful.Client(
         settings.space_id,
-        settings.access_token.get_secret_value(),
+        token.get_secret_value(),
         api_url=url.netloc.rpartition("@")[2],
         https=url.scheme == "https",
         environment=settings.environment,
         content_type_cache=False,
+        raw_mode=raw,
         max_rate_limit_retries=0,
         # 0 makes the SDK raise a 429 at once instead of sleeping the reset time itself first.
         max_rate_limit_wait=0,

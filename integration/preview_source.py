@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
-import contentful
 import requests
 import structlog
 from contentful.errors import get_error
 from tenacity.wait import WaitBaseT
 
-from integration.client import call_with_retries, retry_policy
+from integration.client import call_with_retries, delivery_client, retry_policy
 from integration.config import ContentfulSettings
 from integration.exceptions import ContentfulError
 from integration.normalize import normalize_entity
@@ -102,21 +100,8 @@ def _preview_client(settings: ContentfulSettings) -> Any:
             "the Preview API is not configured: set CONTENTFUL_SPACE_ID and "
             "CONTENTFUL_PREVIEW_TOKEN"
         )
-    url = urlsplit(settings.preview_url)
-    return contentful.Client(
-        settings.space_id,
-        settings.preview_token.get_secret_value(),
-        api_url=url.netloc.rpartition("@")[2],
-        https=url.scheme == "https",
-        environment=settings.environment,
-        content_type_cache=False,
-        raw_mode=True,  # our own normalization reads the JSON, as it does for sync pages
-        max_rate_limit_retries=0,
-        max_rate_limit_wait=0,
-        timeout_s=settings.timeout_seconds,
-        raise_errors=True,
-        application_name="microbridge",
-    )
+    # raw: our own normalization reads the JSON, as it does for sync pages
+    return delivery_client(settings, settings.preview_token, settings.preview_url, raw=True)
 
 
 def _locale(item: dict[str, Any]) -> Locale:
