@@ -9,7 +9,6 @@ newly recorded exposures go to the event pipeline through an `EventSink`.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from assembly.experiments.guardrail import check_rollouts
 from assembly.killswitch import KillSwitchStore
 from assembly.ports import LibrarySource
 from assembly.store import apply_writes
+from core.batching import Batcher
 from core.cancellation import reraise_if_cancelling
 from core.errors import BridgeError
 from core.redis import Keys
@@ -48,51 +48,27 @@ class DecisionWriter:
         self._settings = settings
         self.pending = pending
         self._sink = sink
-        self._queue: asyncio.Queue[VisitorWrite] = asyncio.Queue(settings.writer_queue_size)
+        self._batch: Batcher[VisitorWrite] = Batcher(
+            self.flush,
+            queue_size=settings.writer_queue_size,
+            batch_size=settings.writer_batch_size,
+            flush_seconds=settings.writer_flush_seconds,
+            dropped=metrics.WRITES_DROPPED,
+            full_event="assembly.writer.queue_full",
+        )
         self._metas: dict[str, bytes] = {}
-        self._dropped_logged_at = 0.0
 
     def submit(self, write: VisitorWrite) -> None:
-        try:
-            self._queue.put_nowait(write)
-        except asyncio.QueueFull:
-            metrics.WRITES_DROPPED.inc()
-            now = time.monotonic()
-            if now - self._dropped_logged_at > 10:
-                self._dropped_logged_at = now
-                log.warning("assembly.writer.queue_full", size=self._queue.maxsize)
-            return
-        self.pending.add(write)
+        if self._batch.submit(write):
+            self.pending.add(write)
 
     async def run(self) -> None:
         """Drain forever; on cancellation, flush what is queued (best effort) and stop."""
-        batch: list[VisitorWrite] = []
-        try:
-            while True:
-                batch = [await self._queue.get()]
-                if self._settings.writer_flush_seconds > 0:
-                    await asyncio.sleep(self._settings.writer_flush_seconds)
-                self._take(batch)
-                taken, batch = batch, []  # a cancel during the flush must not apply it twice
-                await self.flush(taken)
-        finally:
-            if batch:  # cancelled while the batch was filling
-                await self.flush(batch)
-            await self.drain()
-
-    def _take(self, batch: list[VisitorWrite]) -> None:
-        while len(batch) < self._settings.writer_batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+        await self._batch.run()
 
     async def drain(self) -> None:
         """Flush everything queued now (shutdown, tests)."""
-        while not self._queue.empty():
-            batch: list[VisitorWrite] = []
-            self._take(batch)
-            await self.flush(batch)
+        await self._batch.drain()
 
     async def flush(self, batch: list[VisitorWrite]) -> None:
         events: list[dict[str, Any]] = []
@@ -119,7 +95,7 @@ class DecisionWriter:
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return self._batch.queued
 
 
 DAY = 86400

@@ -6,9 +6,6 @@ encodes the records (`to_record`) and appends each batch in two round trips.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import orjson
 import structlog
 from redis.exceptions import RedisError
@@ -18,6 +15,7 @@ from assembly.decision_log.history import LibraryHistory
 from assembly.decision_log.ids import decision_ms
 from assembly.decision_log.record import PendingDecision, to_record
 from assembly.decision_log.store import DecisionLogStore, Entry
+from core.batching import Batcher
 
 log = structlog.get_logger()
 
@@ -34,60 +32,30 @@ class DecisionLogWriter:
     ) -> None:
         self._store = store
         self._history = history
-        self._queue: asyncio.Queue[PendingDecision] = asyncio.Queue(queue_size)
-        self._batch_size = batch_size
-        self._flush_seconds = flush_seconds
-        self._dropped_logged_at = 0.0
-        self._flushing = 0
+        self._batch: Batcher[PendingDecision] = Batcher(
+            self.flush,
+            queue_size=queue_size,
+            batch_size=batch_size,
+            flush_seconds=flush_seconds,
+            dropped=metrics.DROPPED,
+            full_event="assembly.decision_log.queue_full",
+        )
 
     def submit(self, pending: PendingDecision) -> None:
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            metrics.DROPPED.inc()
-            now = time.monotonic()
-            if now - self._dropped_logged_at > 10:
-                self._dropped_logged_at = now
-                log.warning("assembly.decision_log.queue_full", size=self._queue.maxsize)
+        self._batch.submit(pending)
 
     @property
     def unwritten(self) -> int:
         """Records queued or being written now (0: everything handed over is in the store)."""
-        return self._queue.qsize() + self._flushing
+        return self._batch.unwritten
 
     async def run(self) -> None:
         """Drain forever; on cancellation, flush what is queued (best effort)."""
-        batch: list[PendingDecision] = []
-        try:
-            while True:
-                batch = [await self._queue.get()]
-                self._flushing = 1
-                if self._flush_seconds > 0:
-                    await asyncio.sleep(self._flush_seconds)
-                self._take(batch)
-                self._flushing = len(batch)
-                taken, batch = batch, []  # a cancel during the flush must not write it twice
-                await self.flush(taken)
-                self._flushing = 0
-        finally:
-            if batch:  # cancelled while the batch was filling
-                await self.flush(batch)
-            self._flushing = 0
-            await self.drain()
-
-    def _take(self, batch: list[PendingDecision]) -> None:
-        while len(batch) < self._batch_size:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+        await self._batch.run()
 
     async def drain(self) -> None:
         """Write everything queued now (shutdown, tests)."""
-        while not self._queue.empty():
-            batch: list[PendingDecision] = []
-            self._take(batch)
-            await self.flush(batch)
+        await self._batch.drain()
 
     async def flush(self, batch: list[PendingDecision]) -> None:
         entries = []
