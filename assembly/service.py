@@ -28,10 +28,7 @@ from assembly.decision_log.record import PendingDecision
 from assembly.decision_log.service import DecisionLog
 from assembly.decision_state import EMPTY_STATE, DecisionState
 from assembly.engine import DecisionEngine
-from assembly.exceptions import (
-    ContentUnavailable,
-    PreviewUnavailable,
-)
+from assembly.exceptions import ContentUnavailable, PreviewUnavailable
 from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
@@ -76,7 +73,6 @@ class ProfileBreaker:
         try:
             profile, state = await self._reader.read(user.id, user.anonymousId, request.sessionId)
         except (RedisError, OSError) as exc:
-            budget.stop()
             self.breaker.failure(type(exc).__name__)
             return None, EMPTY_STATE, False
         except asyncio.CancelledError:
@@ -86,10 +82,10 @@ class ProfileBreaker:
             self.breaker.failure("budget")
             return None, EMPTY_STATE, False
         except BaseException:
-            budget.stop()
             self.breaker.release()
             raise
-        budget.stop()
+        finally:
+            budget.stop()
         self.breaker.success()
         if profile is None and user.id is not None and self.on_miss is not None:
             self.on_miss(user.id)  # must not block: schedules a background pull
@@ -120,10 +116,7 @@ class _Budget:
 
     def expired(self) -> bool:
         """True when the deadline cancelled the task (the cancel is then withdrawn)."""
-        if self._fired and self._task.uncancel() == 0:
-            return True
-        self._handle.cancel()
-        return False
+        return self._fired and self._task.uncancel() == 0
 
 
 class AssemblyService:
