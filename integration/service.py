@@ -25,7 +25,6 @@ from core.redis import Keys
 from integration import metrics
 from integration.exceptions import ContentfulError
 from integration.library import Library, compile_library
-from integration.metrics import LIBRARY_GENERATION_AGE, STORE_LOSSES, STORE_LOST
 from integration.schemas import Entity
 from integration.store import ContentChange, ContentStore, Generation, StoredContent, SyncLock
 from integration.sync import SyncService, sync_once_locked
@@ -74,14 +73,11 @@ class LibraryHolder:
             if epoch is None:
                 self._note_store_without_generation()
                 return False
-            current = self.library
-            same_epoch = current is not None and epoch == self.epoch
-            if same_epoch and not force and current is not None and version <= current.version:
+            live = self.library.version if self.library and epoch == self.epoch else None
+            if live is not None and not force and version <= live:
                 return False
             content = await self._store.load()
-            if content.epoch is None or (
-                same_epoch and current and content.version < current.version
-            ):
+            if content.epoch is None or (live is not None and content.version < live):
                 return False
             await self._install(content)
             return True
@@ -91,8 +87,8 @@ class LibraryHolder:
         if self.epoch is None or self.store_lost_since is not None:
             return
         self.store_lost_since = time.time()
-        STORE_LOST.set(1)
-        STORE_LOSSES.inc()
+        metrics.STORE_LOST.set(1)
+        metrics.STORE_LOSSES.inc()
         log.error(
             "library.store_lost",
             detail="the store's epoch marker is gone; serving the last complete library",
@@ -135,11 +131,11 @@ class LibraryHolder:
         if self.store_lost_since is not None and content.epoch is not None:
             log.info("library.store_recovered", epoch=content.epoch, version=content.version)
             self.store_lost_since = None
-            STORE_LOST.set(0)
+            metrics.STORE_LOST.set(0)
         metrics.CONTENT_VERSION.set(library.version)
         metrics.LIBRARY_ISSUES.set(len(library.issues))
         if content.generation is not None:
-            LIBRARY_GENERATION_AGE.set(content.generation.built_at)
+            metrics.LIBRARY_GENERATION_AGE.set(content.generation.built_at)
         if self.on_install is not None:
             self.on_install(library)
 

@@ -21,7 +21,6 @@ import structlog
 
 from integration import metrics
 from integration.exceptions import ContentfulError, ContentfulRequestRejected
-from integration.metrics import GENERATIONS_INSTALLED, GENERATIONS_REJECTED
 from integration.normalize import Changes, normalize_items
 from integration.schemas import ContentSource, Locale, SyncPage
 from integration.store import (
@@ -146,14 +145,14 @@ class SyncService:
             raise
         built = Generation(generation, time.time(), len(seen))
         result = await self._store.install(built, since=since, token=token, locales=locales)
-        GENERATIONS_INSTALLED.inc()
+        metrics.GENERATIONS_INSTALLED.inc()
         state.version, state.kept, state.pruned = result.version, result.kept, result.pruned
 
     async def _check_staged(self, generation: str, seen: set[str], locales: list[Locale]) -> None:
         """Refuse a generation that lost pages on the way or does not compile."""
         staged = await self._store.load_staged(generation)
         if set(staged) != seen:
-            GENERATIONS_REJECTED.inc()
+            metrics.GENERATIONS_REJECTED.inc()
             missing = len(seen - set(staged))
             raise GenerationRejected(f"generation {generation} is incomplete: {missing} missing")
         if self._validate is None:
@@ -162,7 +161,7 @@ class SyncService:
         try:
             await asyncio.to_thread(self._validate, content)
         except Exception as exc:
-            GENERATIONS_REJECTED.inc()
+            metrics.GENERATIONS_REJECTED.inc()
             raise GenerationRejected(f"generation {generation} failed validation: {exc}") from exc
 
     async def _pages(
