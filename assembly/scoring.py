@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from assembly.conditions import NO_FACTS, ConditionFacts
+from assembly.targeting.compiler import NO_FACTS, ConditionFacts
 from assembly.visitor import Visitor
 from integration.model import Audience, Condition, Variant
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from assembly.conditions import compile_condition, eval_condition
+from assembly.targeting.compiler import compile_condition, eval_condition
 
 CONDITION: dict[str, Any] = {
     "$and": [

@@ -13,7 +13,8 @@ from typing import Any
 
 import structlog
 
-from assembly.conditions import ConditionError, compile_condition
+from assembly.targeting.compiler import compile_condition
+from assembly.targeting.exceptions import ConditionError
 from integration.model import (
     EXPERIMENT,
     Arms,

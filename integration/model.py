@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from assembly.conditions import CompiledCondition
 from assembly.targeting.bucketing import get_bucket_ranges, get_equal_weights, weights_valid
+from assembly.targeting.compiler import CompiledCondition
 
 AUDIENCE = "mbAudience"
 EXPERIMENT = "mbExperiment"

@@ -10,10 +10,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from assembly.conditions import ConditionError, compile_condition
+from assembly.targeting.compiler import COMBINATORS, compile_condition
+from assembly.targeting.exceptions import ConditionError
+from assembly.targeting.paths import read_path
 from integration.model import Condition
-
-_COMBINATORS = ("$and", "$or", "$nor")
 
 
 def explain_condition(condition: Condition, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _parts(spec: Mapping[str, Any], doc: Mapping[str, Any]) -> list[dict[str, An
     parts = []
     for key, test in spec.items():
         part: dict[str, Any]
-        if key in _COMBINATORS and isinstance(test, list):
+        if key in COMBINATORS and isinstance(test, list):
             part = {"op": key, "parts": [_group(sub, doc) for sub in test]}
         elif key == "$not" and isinstance(test, Mapping):
             part = {"op": key, "parts": _parts(test, doc)}
@@ -70,23 +70,3 @@ def _holds(spec: Mapping[str, Any], doc: Mapping[str, Any]) -> bool | None:
         return compile_condition(spec)(doc)
     except ConditionError:
         return None
-
-
-def read_path(doc: Any, path: str) -> Any:
-    """The value at a dotted path as conditions read it (list index or `length`; else null)."""
-    current = doc
-    for step in path.split("."):
-        if isinstance(current, Mapping):
-            current = current.get(step)
-        elif isinstance(current, list):
-            if step == "length":
-                current = len(current)
-            elif step.isdigit() and int(step) < len(current):
-                current = current[int(step)]
-            else:
-                return None
-        else:
-            return None
-        if current is None:
-            return None
-    return current

@@ -2,9 +2,10 @@
 
 A candidate is the best rule of its feature with a BH q-value under `alpha`, a lift above 1 and
 a coverage of at least `min_coverage`. Each is compiled with the engine's own compiler
-(assembly.conditions.compile_condition) and evaluated on every visitor's context: the coverage
-reported is what the compiled condition matches, and a rule whose compiled form disagrees with
-the table's mask is dropped (it would not target who the analysis says it targets).
+(assembly.targeting.compiler.compile_condition) and evaluated on every visitor's context: the
+coverage reported is what the compiled condition matches, and a rule whose compiled form
+disagrees with the table's mask is dropped (it would not target who the analysis says it
+targets).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from assembly.conditions import compile_condition
 from assembly.insights.rules import Rule
 from assembly.insights.table import Row
+from assembly.targeting.compiler import compile_condition
 
 
 @dataclass(frozen=True, slots=True)

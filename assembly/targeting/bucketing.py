@@ -1,7 +1,7 @@
 """GrowthBook-compatible hashing and bucketing (``packages/sdk-js/src/util.ts``).
 
 Experiments bucket visitors exactly as GrowthBook does, so that assignments can be checked against
-its documented algorithm and its conformance cases (``tests/assembly/test_bucketing.py``):
+its documented algorithm and its conformance cases (``tests/assembly/targeting/test_bucketing.py``):
 
 * ``fnv1a32(s)``: 32-bit FNV-1a over the UTF-16 code units of ``s``, like JavaScript's
   ``charCodeAt`` (a character outside the BMP counts as two surrogate units).

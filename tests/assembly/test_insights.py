@@ -19,7 +19,6 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from assembly.conditions import compile_condition
 from assembly.insights.command import parse_window
 from assembly.insights.exceptions import InvalidWindow
 from assembly.insights.reader import Bounds
@@ -27,6 +26,7 @@ from assembly.insights.sequences import frequent_sequences
 from assembly.insights.service import run_insights, write_reports
 from assembly.insights.stats import TwoByTwo, bh_adjust, difference_ci, effect, odds_ratio
 from assembly.insights.table import Row
+from assembly.targeting.compiler import compile_condition
 from core.redis import Keys
 from tests.assembly.insights_population import GOAL, plant
 from tests.support.app import make_settings, running_app

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from assembly.conditions import compile_condition
 from assembly.config import DecisionSettings
 from assembly.decision_state import Assignment, DecisionState, Periods, session_tag
 from assembly.engine import DecisionEngine
@@ -17,6 +16,7 @@ from assembly.ports import Profile
 from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.scoring import Scorer
+from assembly.targeting.compiler import compile_condition
 from assembly.visitor import Visitor, build_visitor
 from integration.library import Library
 from integration.model import Audience, Experiment, FrequencyCap, Slot, Template, Variant

@@ -9,14 +9,11 @@ from typing import Any
 
 import pytest
 
-from assembly.conditions import (
-    ConditionError,
-    compile_condition,
-    eval_condition,
-    padded_version_string,
-)
+from assembly.targeting.compiler import compile_condition, eval_condition
+from assembly.targeting.exceptions import ConditionError
+from assembly.targeting.versions import padded_version_string
 
-GROWTHBOOK = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "growthbook"
+GROWTHBOOK = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "growthbook"
 CASES: dict[str, Any] = json.loads((GROWTHBOOK / "cases.json").read_text())
 VERSION_CASES: dict[str, list[list[Any]]] = json.loads(
     (GROWTHBOOK / "cases-0.5.4-with-versionCompare.json").read_text()

@@ -21,7 +21,7 @@ from assembly.targeting.bucketing import (
     weights_valid,
 )
 
-GROWTHBOOK = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "growthbook"
+GROWTHBOOK = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "growthbook"
 CASES: dict[str, Any] = json.loads((GROWTHBOOK / "cases.json").read_text())
 
 
