@@ -365,6 +365,58 @@ def insights(
     console.print(summary, markup=False)
 
 
+@cli.command(name="train")
+def train_model(
+    goal: Annotated[str, typer.Option(help="The goal event (a track name): Order Completed.")],
+    window: Annotated[str, typer.Option(help="How far back: 7d, 24h, 30m.")] = "7d",
+    publish: Annotated[
+        bool, typer.Option(help="Publish the model to every replica (--no-publish: dry run).")
+    ] = True,
+    max_decisions: Annotated[
+        int | None, typer.Option(min=100, help="Decision-log records read at most.")
+    ] = None,
+    max_events: Annotated[
+        int | None, typer.Option(min=100, help="Event-stream entries scanned at most.")
+    ] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds of reading at most.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the summary (JSON) here.")] = None,
+) -> None:
+    """Fit the per-slot ranking model from the decision log and goal events; publish it."""
+    from assembly.learning.command import run_command as run_train
+    from assembly.learning.config import LearningSettings
+
+    settings = _shared_settings("train")
+    configure_logging("warning", json=True)
+    overrides: dict[str, Any] = {
+        "max_decisions": max_decisions,
+        "max_events": max_events,
+        "time_budget_seconds": time_budget,
+    }
+    learning = LearningSettings().model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    try:
+        line, summary = asyncio.run(
+            run_train(
+                settings.store,
+                goal=goal,
+                window=window,
+                publish=publish,
+                settings=learning,
+                console=console,
+            )
+        )
+    except BridgeError as exc:
+        console.print(exc.detail, markup=False)
+        raise typer.Exit(2) from None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    console.print(line, markup=False)
+
+
 @cli.command()
 def worker(
     consumers: Annotated[

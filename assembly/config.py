@@ -33,6 +33,14 @@ class DecisionSettings(BridgeBaseSettings):
     score_recency_weight: float = Field(default=1.0, ge=0)
     recency_half_life_seconds: float = Field(default=3600.0, gt=0)
     """A triggering signal this old counts half as much as a fresh one."""
+    score_model_weight: float = Field(default=1.0, ge=0)
+    """Weight of the ranking model's score (a conversion chance, 0..1) in the conflict score."""
+
+    # --- ranking model (`cli.py train`, docs/learning.md)
+    model_enabled: bool = True
+    """Load the published ranking model; false: the rules alone decide, as with no model."""
+    model_poll_seconds: float = Field(default=5.0, gt=0)
+    """Check the published model version at least this often (an announcement may be missed)."""
     engagement_half_life_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
     """Read-side decay of `signals.engagement.<category>` since the signal's timestamp."""
 

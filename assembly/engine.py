@@ -12,6 +12,8 @@ from datetime import datetime
 from assembly.config import DecisionSettings
 from assembly.decision_state import DecisionState, Periods
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
+from assembly.learning.compiled import VisitorScores
+from assembly.learning.holder import ModelHolder
 from assembly.page_writes import build_write
 from assembly.rules import DecisionEnv, decide
 from assembly.scoring import Scorer
@@ -29,14 +31,17 @@ class DecisionEngine:
         *,
         switches: BoardSource | None = None,
         writer: DecisionWriter | None = None,
+        models: ModelHolder | None = None,
     ) -> None:
         self.settings = settings
         self.switches = switches
         self.writer = writer
+        self.models = models
         self.scorer = Scorer(
             settings.score_specificity_weight,
             settings.score_recency_weight,
             settings.recency_half_life_seconds,
+            settings.score_model_weight,
         )
 
     @property
@@ -78,6 +83,7 @@ class DecisionEngine:
     def env(self, visitor: Visitor, state: DecisionState, now: datetime) -> DecisionEnv:
         """What the slot decisions of one page view read (also `assembly.explain`'s)."""
         settings = self.settings
+        model = self.models.model if self.models is not None else None
         return DecisionEnv(
             state=state,
             board=self.board,
@@ -85,6 +91,7 @@ class DecisionEngine:
             coherence=settings.session_coherence and visitor.session_id is not None,
             guardrail_goal=settings.guardrail_goal_event,
             now_ts=now.timestamp(),
+            model=VisitorScores(model, visitor) if model is not None else None,
         )
 
 

@@ -6,8 +6,10 @@
    (checked only when the rules below would pick something else: then it is the reason);
 4. eligible variants: enabled and not switched off, inside schedule, audience and conditions
    true, under the frequency cap, inside the rollout share;
-5. among the eligible of the highest priority: the best score (`assembly.scoring`), then the
-   most recently published;
+5. among the eligible of the highest priority: the ranking model's top variant when the slot
+   asks for model choice (`modelThreshold`) and the model is confident enough (`model_choice`),
+   else the best score (`assembly.scoring`, the model score one of its terms), then the most
+   recently published;
 6. an experiment arm that wins leads to the experiment's bucketing (sticky);
 7. otherwise the baseline, with the reason a candidate was passed over when there is one.
 """
@@ -23,6 +25,7 @@ from assembly.decision import Decision, TestEntry
 from assembly.decision_state import EMPTY_STATE, DecisionState, Periods, count_field
 from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
+from assembly.learning.compiled import VisitorScores
 from assembly.scoring import Scorer
 from assembly.visitor import Visitor
 from integration.model import Audience, FrequencyCap, Slot, Variant
@@ -42,6 +45,8 @@ class DecisionEnv:
     guardrail_goal: str = "Order Completed"
     now_ts: float = 0.0
     periods: Periods | None = None
+    model: VisitorScores | None = None
+    """The visitor's scores under the published ranking model; None: no model in force."""
 
 
 _DEFAULT_ENV = DecisionEnv()
@@ -92,7 +97,7 @@ def _choose(slot: Slot, visitor: Visitor, now: datetime, env: DecisionEnv) -> De
     held = (_rollout(holdout, False, slot, env),) if holdout is not None else ()
     if not tied:
         return Decision("baseline", notes[0] if notes else "no variant matched", tests=held)
-    variant, why = resolve(tied, visitor, env)
+    variant, why = resolve(tied, visitor, env, slot)
     if variant.experiment is not None:
         return _experiment(slot, variant, visitor, now, env, held)
     tests = held
@@ -129,11 +134,25 @@ def _rollout(variant: Variant, inside: bool, slot: Slot, env: DecisionEnv) -> Te
     return rollout_entry(variant, inside, env.state, slot.key, env.guardrail_goal, env.now_ts)
 
 
-def resolve(tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv) -> Winner:
-    """Priority is equal among `tied`: the best score wins, then the first (most recent)."""
+def resolve(
+    tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv, slot: Slot | None = None
+) -> Winner:
+    """Priority is equal among `tied`: the model's confident choice when the slot asks for it,
+    else the best score, then the first (most recent)."""
     if len(tied) == 1:
         return tied[0][0], tied[0][1][0]
-    scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
+    probs = model_scores(tied, env, slot)
+    if probs is not None and slot is not None and slot.model_threshold is not None:
+        chosen = model_choice(tied, probs, slot.model_threshold)
+        if chosen is not None:
+            return chosen
+    if probs is None:
+        scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
+    else:
+        scores = [
+            env.scorer.score(v, visitor, env.now_ts, p)
+            for (v, _), p in zip(tied, probs, strict=True)
+        ]
     best = max(range(len(tied)), key=lambda i: (scores[i], -i))
     runner = max((i for i in range(len(tied)) if i != best), key=lambda i: (scores[i], -i))
     variant, (why, _) = tied[best]
@@ -143,6 +162,48 @@ def resolve(tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEn
     else:
         how = "most recently published"
     return variant, f"{why} (tie at priority {variant.priority} with {other}: {how})"
+
+
+def model_scores(
+    tied: list[tuple[Variant, Match]], env: DecisionEnv, slot: Slot | None
+) -> list[float | None] | None:
+    """Each tied variant's model score (None for a variant the model does not know); None
+    when no model is in force or it has no model for the slot."""
+    model = env.model
+    if model is None or slot is None or not model.has_slot(slot.key):
+        return None
+    return [model.score(slot.key, v.key) for v, _ in tied]
+
+
+def confidence(probs: list[float | None]) -> tuple[int, int, float] | None:
+    """The model's top variant, its runner-up and the confidence `(p1 - p2) / p1`: how much
+    better the top variant is predicted to convert than the next best. None when a variant
+    has no score (the model cannot rank what it has not seen) or nothing converts."""
+    if any(p is None for p in probs):
+        return None
+    known = [p or 0.0 for p in probs]
+    best = max(range(len(known)), key=lambda i: (known[i], -i))
+    runner = max((i for i in range(len(known)) if i != best), key=lambda i: (known[i], -i))
+    if known[best] <= 0:
+        return None
+    return best, runner, (known[best] - known[runner]) / known[best]
+
+
+def model_choice(
+    tied: list[tuple[Variant, Match]], probs: list[float | None], threshold: float
+) -> Winner | None:
+    """The model's top variant when its confidence reaches the slot's threshold, else None
+    (the rules decide)."""
+    ranked = confidence(probs)
+    if ranked is None or ranked[2] < threshold:
+        return None
+    best, runner, sure = ranked
+    variant, (why, _) = tied[best]
+    p1, p2 = probs[best], probs[runner]
+    return variant, (
+        f"{why} (model {p1:.3f} > {tied[runner][0].key} {p2:.3f}, "
+        f"confidence {sure:.2f} >= {threshold:g})"
+    )
 
 
 def check(

@@ -1,6 +1,7 @@
 """Conflict resolution among eligible variants of equal priority: a weighted score.
 
 score = specificity weight * audience specificity + recency weight * signal recency
+        + model weight * model score
 
 * Audience specificity: how narrowly the best matching audience (plus the variant's own
   conditions) picks the visitor: one point for segments, one for personas, one per condition
@@ -9,6 +10,10 @@ score = specificity weight * audience specificity + recency weight * signal rece
   conditions read (and the segments that matched), halved every `recency_half_life_seconds`.
   Timestamps come from the profile's `signals.at` map: signal name (the path under `signals.`,
   e.g. `cartAbandoned`, `dwell.sku-1001`) or `audiences.<segment>` → Unix seconds or ISO time.
+
+* Model score: the ranking model's predicted conversion chance for the variant and the visitor
+  (`assembly.learning`, `cli.py train`), when a published model knows the slot and variant;
+  0 otherwise.
 
 Ties on the score go to the most recently published variant (the slot's variants are already in
 that order within a priority).
@@ -50,12 +55,21 @@ def signal_times(visitor: Visitor) -> Mapping[str, Any]:
 
 
 class Scorer:
-    def __init__(self, specificity_weight: float, recency_weight: float, half_life: float) -> None:
+    def __init__(
+        self,
+        specificity_weight: float,
+        recency_weight: float,
+        half_life: float,
+        model_weight: float = 1.0,
+    ) -> None:
         self.specificity_weight = specificity_weight
         self.recency_weight = recency_weight
         self.half_life = half_life
+        self.model_weight = model_weight
 
-    def score(self, variant: Variant, visitor: Visitor, now: float) -> float:
+    def score(
+        self, variant: Variant, visitor: Visitor, now: float, model: float | None = None
+    ) -> float:
         best_points, names = -1, set(facts(variant.condition).signals)
         own = facts(variant.condition).tests
         matched: list[Audience | None] = [a for a in variant.audiences if visitor.in_audience(a)]
@@ -68,13 +82,17 @@ class Scorer:
                 names.update(facts(audience.condition).signals)
                 names.update(f"audiences.{s}" for s in audience.segments if s in visitor.audiences)
         specificity = best_points / (best_points + 1)
-        return self.specificity_weight * specificity + self.recency_weight * self._recency(
+        score = self.specificity_weight * specificity + self.recency_weight * self._recency(
             names, visitor, now
         )
+        return score + self.model_weight * model if model is not None else score
 
-    def explain(self, variant: Variant, visitor: Visitor, now: float) -> dict[str, Any]:
+    def explain(
+        self, variant: Variant, visitor: Visitor, now: float, model: float | None = None
+    ) -> dict[str, Any]:
         """`score`, with its parts: the audience points, the signals it dated, their freshest
-        timestamp, recency and specificity (assembly.explain; `score` stays the hot path)."""
+        timestamp, recency, specificity and the model score (assembly.explain; `score` stays
+        the hot path)."""
         own = facts(variant.condition)
         names, best, best_audience = set(own.signals), -1, None
         matched: list[Audience | None] = [a for a in variant.audiences if visitor.in_audience(a)]
@@ -88,14 +106,20 @@ class Scorer:
         specificity = best / (best + 1)
         recency = self._recency(names, visitor, now)
         times = signal_times(visitor)
+        score = self.specificity_weight * specificity + self.recency_weight * recency
         return {
-            "score": self.specificity_weight * specificity + self.recency_weight * recency,
+            "score": score + self.model_weight * model if model is not None else score,
             "points": best,
             "audience": best_audience.key if best_audience else None,
             "specificity": specificity,
             "recency": recency,
             "signals": {n: times.get(n) for n in sorted(names)},
-            "weights": {"specificity": self.specificity_weight, "recency": self.recency_weight},
+            "model": model,
+            "weights": {
+                "specificity": self.specificity_weight,
+                "recency": self.recency_weight,
+                "model": self.model_weight,
+            },
         }
 
     def _recency(self, names: set[str], visitor: Visitor, now: float) -> float:

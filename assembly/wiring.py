@@ -14,6 +14,8 @@ from assembly.config import DecisionSettings
 from assembly.decision_state import PendingWrites
 from assembly.engine import DecisionEngine
 from assembly.killswitch import KillSwitchStore, SwitchWatcher
+from assembly.learning.holder import ModelHolder
+from assembly.learning.store import ModelStore
 from assembly.ports import LibrarySource
 from assembly.store import DecisionStateStore, PipelinedProfiles
 from assembly.writer import DecisionWriter, EventSink, guardrail_forever
@@ -33,6 +35,7 @@ class DecisionRuntime:
     watcher: SwitchWatcher
     writer: DecisionWriter
     engine: DecisionEngine
+    models: ModelHolder
 
     @staticmethod
     def build(
@@ -47,6 +50,8 @@ class DecisionRuntime:
         switches = KillSwitchStore(redis, keys)
         watcher = SwitchWatcher(switches, settings.kill_switch_poll_seconds)
         writer = DecisionWriter(redis, keys, settings, pending, sink)
+        models = ModelHolder(ModelStore(redis, keys), settings.model_poll_seconds)
+        serving = models if settings.model_enabled else None
         return DecisionRuntime(
             redis=redis,
             keys=keys,
@@ -56,7 +61,8 @@ class DecisionRuntime:
             switches=switches,
             watcher=watcher,
             writer=writer,
-            engine=DecisionEngine(settings, switches=watcher, writer=writer),
+            engine=DecisionEngine(settings, switches=watcher, writer=writer, models=serving),
+            models=models,
         )
 
     async def start(self) -> list[asyncio.Task[Any]]:
@@ -65,7 +71,9 @@ class DecisionRuntime:
             await asyncio.wait_for(self.watcher.refresh(), timeout=2.0)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("assembly.kill_switch.load_failed", error=str(exc))
+        watch = [asyncio.create_task(self.models.run(self.redis), name="model-watch")]
         return [
+            *(watch if self.engine.models is not None else []),
             asyncio.create_task(self.reader.reads.hold(), name="decision-read-connections"),
             asyncio.create_task(self.writer.run(), name="decision-writer"),
             asyncio.create_task(self.watcher.run(self.redis), name="kill-switch-watch"),

@@ -186,6 +186,7 @@ class _Compiler:
             kill_switch=r.flag("killSwitch", False),
             arms=arms,
             listed=tuple(v.key for v in chosen),
+            model_threshold=r.number("modelThreshold", low=0, high=1),
         )
 
     def _template(self, r: FieldReader, slots: dict[str, Slot]) -> Template:

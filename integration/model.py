@@ -178,6 +178,9 @@ class Slot:
     kill_switch: bool = False
     arms: Mapping[str, Arms] = field(default_factory=dict)
     listed: tuple[str, ...] = ()  # variant keys in the editor's order (introspection)
+    model_threshold: float | None = None
+    """`modelThreshold`: the ranking model picks among the eligible variants when its confidence
+    reaches this (0..1); None: the rules decide (docs/learning.md, "Model scoring")."""
 
     def __post_init__(self) -> None:
         if not self.arms and any(v.experiment is not None for v in self.variants):

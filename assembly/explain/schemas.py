@@ -19,6 +19,16 @@ class RuleOutcome(BaseModel):
     read: dict[str, Any] = Field(description="what the rule read: profile values, counts, hashes")
 
 
+class ModelScore(BaseModel):
+    version: int | None = Field(description="the model version in force (null: none, rules decide)")
+    score: float | None = Field(
+        description="predicted conversion chance after seeing this variant; null: not scored"
+    )
+    threshold: float | None = Field(
+        description="the slot's modelThreshold: the model picks when its confidence reaches it"
+    )
+
+
 class CandidateExplanation(BaseModel):
     variant: str
     priority: int
@@ -26,6 +36,9 @@ class CandidateExplanation(BaseModel):
     considered: bool = Field(description="false: the engine decided before reaching it")
     eligible: bool
     rules: list[RuleOutcome]
+    model: ModelScore | None = Field(
+        default=None, description="the ranking model's score for this candidate (docs/learning.md)"
+    )
 
 
 class SlotExplanation(BaseModel):

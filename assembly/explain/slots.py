@@ -18,7 +18,7 @@ from assembly.decision import Decision
 from assembly.experiments.assignment import assign, bucketing_reading, in_rollout
 from assembly.explain.candidates import explain_candidate, rules_pass
 from assembly.explain.steps import Step, step
-from assembly.rules import DecisionEnv, Match, check, coherent, resolve
+from assembly.rules import DecisionEnv, Match, check, coherent, confidence, model_scores, resolve
 from assembly.visitor import Visitor
 from integration.model import Slot, Variant
 
@@ -51,6 +51,7 @@ def explain_slot(
     slot: Slot, visitor: Visitor, now: datetime, switch: str | None, env: DecisionEnv
 ) -> SlotTrace:
     candidates = {v.key: explain_candidate(v, visitor, now, env) for v in slot.variants}
+    _model_scores(slot, candidates, env)
     trace = SlotTrace(slot, candidates)
     killed = _kill_switch(slot, switch, env)
     if killed is not None:
@@ -110,8 +111,8 @@ def _choose(trace: SlotTrace, visitor: Visitor, now: datetime, env: DecisionEnv)
         trace.decision, trace.decided_by = Decision("baseline", why), "baseline"
         trace.steps.append(step("baseline", "decided", why))
         return
-    variant, why = resolve(tied, visitor, env)
-    trace.steps.append(_conflict(tied, variant, visitor, env))
+    variant, why = resolve(tied, visitor, env, trace.slot)
+    trace.steps.append(_conflict(tied, variant, visitor, env, trace.slot))
     if variant.experiment is not None:
         _experiment(trace, variant, visitor, now, env)
         return
@@ -127,14 +128,62 @@ def _agree(candidate: dict[str, Any], engine: bool) -> None:
         log.warning("assembly.explain.drift", variant=candidate["variant"], engine=engine)
 
 
+def _model_scores(slot: Slot, candidates: dict[str, dict[str, Any]], env: DecisionEnv) -> None:
+    """Every candidate's model score (None: no model for the slot, or the variant unseen),
+    the model version and the slot's threshold (`modelThreshold`)."""
+    model = env.model
+    known = model is not None and model.has_slot(slot.key)
+    for key, candidate in candidates.items():
+        candidate["model"] = {
+            "version": model.model.version if model is not None else None,
+            "score": model.score(slot.key, key) if model is not None and known else None,
+            "threshold": slot.model_threshold,
+        }
+
+
 def _conflict(
-    tied: list[tuple[Variant, Match]], winner: Variant, visitor: Visitor, env: DecisionEnv
+    tied: list[tuple[Variant, Match]],
+    winner: Variant,
+    visitor: Visitor,
+    env: DecisionEnv,
+    slot: Slot,
 ) -> Step:
     if len(tied) == 1:
         return step("conflicts", "pass", f"{winner.key} is the only eligible variant")
-    scores = {v.key: env.scorer.explain(v, visitor, env.now_ts) for v, _ in tied}
+    probs = model_scores(tied, env, slot)
+    scores = {
+        v.key: env.scorer.explain(v, visitor, env.now_ts, probs[i] if probs else None)
+        for i, (v, _) in enumerate(tied)
+    }
     detail = f"{winner.key} wins among {len(tied)} at priority {winner.priority}"
-    return step("conflicts", "decided", detail, {"scores": scores})
+    return step(
+        "conflicts", "decided", detail, {"scores": scores, "model": _choice(tied, probs, slot)}
+    )
+
+
+def _choice(
+    tied: list[tuple[Variant, Match]], probs: list[float | None] | None, slot: Slot
+) -> dict[str, Any]:
+    """What `rules.model_choice` read: the threshold, the model's top variant, its runner-up,
+    the confidence, and whether the model chose."""
+    threshold = slot.model_threshold
+    ranked = confidence(probs) if probs is not None else None
+    if ranked is None:
+        return {
+            "threshold": threshold,
+            "top": None,
+            "runnerUp": None,
+            "confidence": None,
+            "chose": False,
+        }
+    best, runner, sure = ranked
+    return {
+        "threshold": threshold,
+        "top": tied[best][0].key,
+        "runnerUp": tied[runner][0].key,
+        "confidence": sure,
+        "chose": threshold is not None and sure >= threshold,
+    }
 
 
 def _experiment(

@@ -354,7 +354,7 @@ class TestCommand:
         result = run_cli(fake, "--dry-run")
         assert result.returncode == 0, result.stderr
         assert "+ mbSettings: new content type (2 fields)" in result.stdout
-        assert "dry run: 49 change(s), nothing applied" in result.stderr
+        assert "dry run: 50 change(s), nothing applied" in result.stderr
         assert fake.writes == []
 
     def test_yes_applies_and_a_second_run_says_nothing_changed(
@@ -363,7 +363,7 @@ class TestCommand:
         first = run_cli(fake, "--yes")
         second = run_cli(fake, "--yes")
         assert first.returncode == 0, first.stderr
-        assert "applied 49 change(s) to space piv6jnf4q2ia, environment master" in first.stderr
+        assert "applied 50 change(s) to space piv6jnf4q2ia, environment master" in first.stderr
         assert second.returncode == 0, second.stderr
         assert second.stdout == ""
         assert "no changes: space piv6jnf4q2ia, environment master already matches" in (

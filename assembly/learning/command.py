@@ -1,0 +1,54 @@
+"""`cli.py train`: fit and publish the ranking model with a progress bar; a one-line summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from assembly.insights.command import _Bar, parse_window
+from assembly.learning.config import LearningSettings
+from assembly.learning.service import TrainRequest, train
+from core.redis import Keys, connect
+from core.settings import StoreSettings
+
+
+async def run_command(
+    store: StoreSettings,
+    *,
+    goal: str,
+    window: str,
+    publish: bool,
+    settings: LearningSettings,
+    console: Console,
+) -> tuple[str, dict[str, Any]]:
+    request = TrainRequest(goal=goal, window_seconds=parse_window(window), publish=publish)
+    redis, _ = connect(store)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            summary = await train(
+                redis, Keys(store.key_prefix), request, settings, progress=_Bar(progress)
+            )
+    finally:
+        await redis.aclose()
+    return _line(summary), summary
+
+
+def _line(summary: dict[str, Any]) -> str:
+    slots = ", ".join(
+        f"{key} (auc {s['auc']:.3f}, {len(s['variants'])} variants)"
+        if s["auc"] is not None
+        else f"{key} ({len(s['variants'])} variants)"
+        for key, s in summary["slots"].items()
+    )
+    where = (
+        f"published as version {summary['version']}" if summary["published"] else "not published"
+    )
+    truncated = f"; truncated by {', '.join(summary['truncated'])}" if summary["truncated"] else ""
+    return (
+        f"train {summary['goal']!r}: {summary['exposures']} exposures, "
+        f"{summary['converted']} converted; {slots}; {where}{truncated} "
+        f"({summary['seconds']} s)"
+    )

@@ -1,0 +1,210 @@
+"""The training data: logged exposures joined with the goal events that followed them.
+
+- **Exposures** come from the decision log (`<p>:decisions:log`, `assembly.decision_log`): a
+  record holds the request and the profile the engine read, and what each slot showed. The
+  visitor is rebuilt with the engine's own `build_visitor` at the decision's time, so training
+  reads the features a decision saw. Only each visitor's **first** exposure per slot counts
+  (later page views of the same visitor are not independent draws); slots that showed their
+  baseline are left out (the model ranks variants).
+- **Conversions**: a `track` of the goal event in the event stream, by the same userId or
+  anonymousId, at most `attribution_seconds` after the exposure. Only goal times are kept.
+
+Both reads go `batch` entries a round trip (`XRANGE`), stop at their cap or the time budget,
+and say which one stopped them under `truncated`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from assembly.decision_log.record import profile_of
+from assembly.schemas import AssembleRequest
+from assembly.visitor import Visitor, build_visitor
+from core.redis import Keys
+from segment_sync.apply import entry
+from segment_sync.pipeline import decode_entry
+
+Progress = Callable[[str, int, int], None]
+_DROPPED_SIGNALS = ("recentEvents", "cart", "at")
+_SERVED = ("variant", "experiment")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    max_decisions: int = 200_000
+    max_events: int = 1_000_000
+    time_budget_seconds: float = 300.0
+    batch: int = 2_000
+
+
+@dataclass(slots=True)
+class Exposure:
+    slot: str
+    variant: str
+    at: float
+    ids: tuple[str, ...]  # u:<userId>, a:<anonymousId>
+    visitor: Visitor
+    converted: bool = False
+
+
+@dataclass(slots=True)
+class Recorded:
+    exposures: list[Exposure]
+    decisions_read: int = 0
+    events_read: int = 0
+    goals: int = 0
+    truncated: list[str] = field(default_factory=list)
+
+
+def _noop(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def _ids(user: Any, anonymous: Any) -> tuple[str, ...]:
+    out = []
+    if isinstance(user, str) and user:
+        out.append(f"u:{user}")
+    if isinstance(anonymous, str) and anonymous:
+        out.append(f"a:{anonymous}")
+    return tuple(out)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.end
+
+
+def exposures_of(record: dict[str, Any], seen: set[tuple[str, str]]) -> list[Exposure]:
+    """The first exposures (per visitor and slot) a decision-log record holds."""
+    try:
+        request = AssembleRequest.model_validate(record["request"])
+        at = datetime.fromisoformat(record["at"]).timestamp()
+    except (KeyError, TypeError, ValueError, ValidationError):
+        return []
+    ids = _ids(request.user.id, request.user.anonymousId)
+    if not ids:
+        return []
+    fresh = [
+        s
+        for s in record.get("slots", ())
+        if s.get("source") in _SERVED and s.get("variant") and (ids[0], s["slot"]) not in seen
+    ]
+    if not fresh:
+        return []
+    profile = profile_of(record.get("profile"))
+    if profile is not None and profile.signals:
+        signals = {k: v for k, v in profile.signals.items() if k not in _DROPPED_SIGNALS}
+        profile = dataclasses.replace(profile, signals=signals)
+    visitor = build_visitor(request, profile, now=at)
+    visitor.doc = {"signals": visitor.doc["signals"], "traits": visitor.doc["traits"]}
+    out = []
+    for shown in fresh:
+        seen.add((ids[0], shown["slot"]))
+        out.append(Exposure(shown["slot"], shown["variant"], at, ids, visitor))
+    return out
+
+
+async def read_exposures(
+    redis: Redis, keys: Keys, *, since: float, bounds: Bounds, progress: Progress = _noop
+) -> Recorded:
+    recorded = Recorded([])
+    deadline = _Deadline(bounds.time_budget_seconds)
+    seen: set[tuple[str, str]] = set()
+    cursor = f"{int(since * 1000)}-0"
+    while True:
+        count = min(bounds.batch, bounds.max_decisions - recorded.decisions_read)
+        if count <= 0:
+            recorded.truncated.append("max_decisions")
+            break
+        rows: list[Any] = list(
+            await redis.xrange(keys.decision_log, min=cursor, max="+", count=count) or []
+        )
+        for _, fields in rows:
+            recorded.decisions_read += 1
+            raw = fields.get(b"r")
+            if raw is not None:
+                recorded.exposures.extend(exposures_of(orjson.loads(raw), seen))
+        progress("decisions", recorded.decisions_read, bounds.max_decisions)
+        if len(rows) < count:
+            break
+        if deadline.passed():
+            recorded.truncated.append("time_budget")
+            break
+        cursor = "(" + _text(rows[-1][0])
+    return recorded
+
+
+async def read_goals(
+    redis: Redis,
+    keys: Keys,
+    *,
+    goal: str,
+    since: float,
+    bounds: Bounds,
+    recorded: Recorded,
+    progress: Progress = _noop,
+) -> dict[str, list[float]]:
+    """Visitor id → sorted times of the goal event, from `since` on."""
+    deadline = _Deadline(bounds.time_budget_seconds)
+    times: dict[str, list[float]] = {}
+    cursor = f"{int(since * 1000)}-0"
+    while True:
+        count = min(bounds.batch, bounds.max_events - recorded.events_read)
+        if count <= 0:
+            recorded.truncated.append("max_events")
+            break
+        rows: list[Any] = list(
+            await redis.xrange(keys.events_stream, min=cursor, max="+", count=count) or []
+        )
+        for raw_id, fields in rows:
+            recorded.events_read += 1
+            try:
+                message, source = decode_entry(fields)
+            except ValueError:
+                continue
+            if message.get("type") != "track" or message.get("event") != goal:
+                continue
+            at = entry(_text(raw_id), message, source).at
+            recorded.goals += 1
+            for vid in _ids(message.get("userId"), message.get("anonymousId")):
+                times.setdefault(vid, []).append(at)
+        progress("events", recorded.events_read, bounds.max_events)
+        if len(rows) < count:
+            break
+        if deadline.passed():
+            recorded.truncated.append("time_budget")
+            break
+        cursor = "(" + _text(rows[-1][0])
+    for found in times.values():
+        found.sort()
+    return times
+
+
+def label(exposures: list[Exposure], goals: dict[str, list[float]], attribution: float) -> None:
+    """Mark each exposure followed by a goal of the same visitor within `attribution`."""
+    for exposure in exposures:
+        for vid in exposure.ids:
+            found = goals.get(vid)
+            if not found:
+                continue
+            i = bisect.bisect_left(found, exposure.at)
+            if i < len(found) and found[i] - exposure.at <= attribution:
+                exposure.converted = True
+                break

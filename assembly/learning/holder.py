@@ -1,0 +1,101 @@
+"""This replica's ranking model, kept at the published version.
+
+`refresh` reads the version pointer; when it moved, it loads and validates that version's
+artifact and compiles it. A missing or broken artifact means *no model*: the rules decide
+alone (the rollback), logged once per version (`learning.model.invalid`) and visible as
+`microbridge_model_loaded 0` and in `/readyz` (`model`). `run` reloads on every announcement
+and at least every `poll_seconds`, like the kill switches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly.learning import metrics
+from assembly.learning.artifact import decode
+from assembly.learning.compiled import CompiledModel
+from assembly.learning.exceptions import ModelInvalid
+from assembly.learning.store import ModelStore
+from core.cancellation import reraise_if_cancelling
+
+log = structlog.get_logger()
+
+
+class ModelHolder:
+    def __init__(self, store: ModelStore, poll_seconds: float) -> None:
+        self.store = store
+        self.model: CompiledModel | None = None
+        self.published: int | None = None  # the pointer, as last read
+        self.problem: str | None = None
+        self._poll = poll_seconds
+        self._lock = asyncio.Lock()
+
+    def status(self) -> dict[str, Any]:
+        """For `/readyz`: the version served, the one published, and why they differ."""
+        return {
+            "version": self.model.version if self.model else None,
+            "published": self.published,
+            "problem": self.problem,
+        }
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            version = await self.store.current()
+            if version == self.published:
+                return
+            self.published = version
+            if version is None:
+                self._install(None, None)
+                return
+            raw = await self.store.artifact(version)
+            try:
+                if raw is None:
+                    raise ModelInvalid(f"version {version} is published but its artifact is gone")
+                doc = decode(raw)
+                if doc.version != version:
+                    raise ModelInvalid(f"artifact says version {doc.version}, pointer {version}")
+            except ModelInvalid as exc:
+                metrics.MODEL_LOAD_FAILURES.inc()
+                log.error("learning.model.invalid", version=version, detail=exc.detail)
+                self._install(None, f"version {version}: {exc.detail}; rules decide")
+                return
+            self._install(CompiledModel(doc), None)
+            log.info("learning.model.loaded", version=version, slots=sorted(doc.slots))
+
+    def _install(self, model: CompiledModel | None, problem: str | None) -> None:
+        self.model, self.problem = model, problem
+        metrics.MODEL_LOADED.set(1 if model is not None else 0)
+        metrics.MODEL_VERSION.set(model.version if model is not None else 0)
+
+    async def run(self, redis: Redis) -> None:
+        """Reload on every announcement, and at least every `poll_seconds`; never ends."""
+        while True:
+            try:
+                await self._listen(redis)
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling(exc)
+                log.warning("learning.model.watch_failed", error=str(exc))
+                await asyncio.sleep(min(self._poll, 1.0))
+
+    async def _listen(self, redis: Redis) -> None:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(self.store.keys.channel)
+            await self.refresh()
+            while True:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=self._poll
+                )
+                if message is not None:
+                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0):
+                        pass
+                await self.refresh()
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,268 @@
+"""Model-scored variants: the artifact, its publication to every replica, model choice with a
+threshold, the rollback to rules, and explain. Real Redis, real apps (two on one store)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from assembly.learning.artifact import decode, encode
+from assembly.learning.exceptions import ModelInvalid
+from assembly.learning.store import ModelStore
+from core.redis import Keys
+from tests.assembly.support import ADMIN, Client, assemble, decision_app, runtime
+from tests.support.demo import publish, with_fields
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
+
+KEYS = Keys("mbtest")
+CART = {"audiences": ["cart_abandoners"]}
+VIDEO = {"audiences": ["video_lovers"]}
+FEATURES = [
+    {"path": "audiences:cart_abandoners", "kind": "audience"},
+    {"path": "audiences:video_lovers", "kind": "audience"},
+]
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def variant(base: float, cart: float, video: float) -> dict[str, Any]:
+    """A variant converting `base` for everyone, `cart` for cart abandoners, `video` for video
+    lovers (logistic weights that give exactly those chances)."""
+    b = logit(base)
+    return {
+        "intercept": b,
+        "weights": [logit(cart) - b, logit(video) - b],
+        "exposures": 1000,
+        "conversions": 100,
+    }
+
+
+def body(version: int, *, swapped: bool = False) -> dict[str, Any]:
+    cart, video = ("hero-video", "hero-cart") if swapped else ("hero-cart", "hero-video")
+    return {
+        "version": version,
+        "trainedAt": 1.0,
+        "goal": "Order Completed",
+        "attributionSeconds": 86400.0,
+        "features": FEATURES,
+        "slots": {
+            "home.hero": {
+                "auc": 0.7,
+                "exposures": 3000,
+                "variants": {
+                    cart: variant(0.05, 0.24, 0.05),
+                    video: variant(0.05, 0.05, 0.15),
+                    "hero-returning": variant(0.08, 0.06, 0.06),
+                },
+            }
+        },
+    }
+
+
+async def publish_model(redis: Redis, **kwargs: Any) -> int:
+    store = ModelStore(redis, KEYS)
+    version = await store.next_version()
+    await store.publish(version, encode(body(version, **kwargs)), keep=5)
+    return version
+
+
+HERO_FOR_ALL = [
+    with_fields("var-hero-cart", audiences=[], priority=0),
+    with_fields("var-hero-video", audiences=[], priority=0),
+    with_fields("var-hero-returning", audiences=[], priority=0),
+]
+
+
+def hero_slot(threshold: float | None, revision: int = 0) -> dict[str, Any]:
+    """The hero slot asking for model choice at `threshold`; a later `revision` replaces it."""
+    item = with_fields("slot-home-hero", modelThreshold=threshold)
+    item["sys"]["revision"] += revision
+    return item
+
+
+@pytest.fixture
+async def bridge(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Client]:
+    async with decision_app(redis_server.url, admin=True, model_poll_seconds=0.2) as running:
+        await publish(running[0], *HERO_FOR_ALL, hero_slot(0.2))
+        yield running
+
+
+async def hero(client: httpx.AsyncClient, context: dict[str, Any]) -> dict[str, Any]:
+    slots = await assemble(client, user={"id": "v1"}, context=context)
+    return slots["home.hero"]
+
+
+async def metric(client: httpx.AsyncClient, name: str) -> float:
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+# ---------------------------------------------------------------- the artifact
+
+
+def test_artifact_round_trips_and_refuses_tampering() -> None:
+    raw = encode(body(1))
+    doc = decode(raw)
+    assert doc.version == 1
+    assert [f.path for f in doc.features] == [f["path"] for f in FEATURES]
+    tampered = orjson.loads(raw)
+    tampered["slots"]["home.hero"]["variants"]["hero-cart"]["intercept"] = 5.0
+    with pytest.raises(ModelInvalid, match="checksum"):
+        decode(orjson.dumps(tampered))
+    with pytest.raises(ModelInvalid, match="not JSON"):
+        decode(raw[: len(raw) // 2])
+
+
+def test_artifact_schema_is_enforced() -> None:
+    short = body(1)
+    short["slots"]["home.hero"]["variants"]["hero-cart"]["weights"] = [1.0]
+    with pytest.raises(ModelInvalid, match="1 weights, 2 features"):
+        encode(short)
+    unknown = {**body(1), "extra": True}
+    with pytest.raises(ModelInvalid, match="schema"):
+        encode(unknown)
+    bad_kind = body(1)
+    bad_kind["features"] = [{"path": "signals.x", "kind": "vector"}, FEATURES[1]]
+    with pytest.raises(ModelInvalid, match="schema"):
+        encode(bad_kind)
+
+
+# ---------------------------------------------------------------- serving
+
+
+async def test_without_a_model_the_rules_decide(bridge: Client) -> None:
+    app, client = bridge
+    answer = await hero(client, CART)
+    assert "model" not in answer["reason"]
+    assert runtime(app).models.model is None
+    assert await metric(client, "microbridge_model_loaded") == 0
+
+
+async def test_the_model_picks_per_segment_and_every_replica_reloads_a_new_version(
+    redis: Redis, redis_server: RedisServer, bridge: Client
+) -> None:
+    first, client = bridge
+    async with AsyncExitStack() as stack:
+        second, other = await stack.enter_async_context(
+            decision_app(redis_server.url, model_poll_seconds=0.2)
+        )
+        version = await publish_model(redis)
+        await serving(version, first, second)
+        for c in (client, other):
+            assert (await hero(c, CART))["variant"] == "hero-cart"
+            assert "model" in (await hero(c, CART))["reason"]
+            assert (await hero(c, VIDEO))["variant"] == "hero-video"
+            assert (await hero(c, {}))["variant"] == "hero-returning"
+        swapped = await publish_model(redis, swapped=True)
+        await serving(swapped, first, second)
+        for c in (client, other):
+            assert (await hero(c, CART))["variant"] == "hero-video"
+            assert (await hero(c, VIDEO))["variant"] == "hero-cart"
+    assert await metric(client, "microbridge_model_version") == swapped
+
+
+async def serving(version: int, *apps: Any) -> None:
+    """Wait until every app serves `version` of the model."""
+    for app in apps:
+        await eventually(functools.partial(_version, app), lambda v: v == version)
+
+
+async def _version(app: Any) -> int | None:
+    model = runtime(app).models.model
+    return model.version if model is not None else None
+
+
+async def test_below_the_threshold_the_rules_decide(redis: Redis, bridge: Client) -> None:
+    app, client = bridge
+    version = await publish_model(redis)
+    await eventually(lambda: _version(app), lambda v: v == version)
+    # Cart abandoners: 0.24 against 0.06, confidence 0.75; everyone else: 0.08 against 0.05,
+    # confidence 0.375. A threshold of 0.5 lets the model pick only for cart abandoners.
+    await publish(app, hero_slot(0.5, revision=1))
+    cart = await hero(client, CART)
+    assert cart["variant"] == "hero-cart"
+    assert "confidence 0.75 >= 0.5" in cart["reason"]
+    others = await hero(client, {})
+    assert "model" not in others["reason"]
+    # Without a threshold the model only adds its term to the conflict score.
+    await publish(app, hero_slot(None, revision=2))
+    assert "model" not in (await hero(client, CART))["reason"]
+
+
+async def test_a_broken_or_missing_artifact_rolls_back_to_the_rules(
+    redis: Redis, bridge: Client
+) -> None:
+    app, client = bridge
+    version = await publish_model(redis)
+    await eventually(lambda: _version(app), lambda v: v == version)
+    failures = await metric(client, "microbridge_model_load_failures_total")
+    store = ModelStore(redis, KEYS)
+    broken = await store.next_version()
+    raw = orjson.loads(encode(body(broken)))
+    raw["slots"]["home.hero"]["variants"]["hero-cart"]["weights"] = [9.0, 9.0]  # checksum now wrong
+    await store.publish(broken, orjson.dumps(raw), keep=5)
+    holder = runtime(app).models
+    await eventually(lambda: _version(app), lambda v: v is None)
+    assert holder.problem is not None
+    assert "checksum mismatch" in holder.problem
+    assert "model" not in (await hero(client, CART))["reason"]
+    assert await metric(client, "microbridge_model_loaded") == 0
+    assert await metric(client, "microbridge_model_load_failures_total") == failures + 1
+    assert holder.status() == {"version": None, "published": broken, "problem": holder.problem}
+    # A version whose artifact is gone: still the rules.
+    await redis.set(store.keys.current, 999)
+    await store.redis.publish(store.keys.channel, "999")
+    await eventually(lambda: _published(app), lambda v: v == 999)
+    assert holder.model is None
+    assert "artifact is gone" in (holder.problem or "")
+    # The operator points back at the good version: the model is back.
+    await store.point_to(version)
+    await eventually(lambda: _version(app), lambda v: v == version)
+    assert (await hero(client, CART))["variant"] == "hero-cart"
+
+
+async def _published(app: Any) -> int | None:
+    published: int | None = runtime(app).models.published
+    return published
+
+
+async def test_explain_shows_each_candidates_model_score_and_the_threshold(
+    redis: Redis, bridge: Client
+) -> None:
+    app, client = bridge
+    version = await publish_model(redis)
+    await eventually(lambda: _version(app), lambda v: v == version)
+    request = {"template": "home", "user": {"id": "v1"}, "context": CART}
+    response = await client.post("/admin/explain", json=request, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    slot = next(s for s in response.json()["slots"] if s["slot"] == "home.hero")
+    models = {c["variant"]: c["model"] for c in slot["candidates"]}
+    assert models["hero-cart"] == {
+        "version": version,
+        "score": pytest.approx(0.24),
+        "threshold": 0.2,
+    }
+    assert models["hero-video"]["score"] == pytest.approx(0.05)
+    assert models["hero-returning"]["score"] == pytest.approx(0.06)
+    conflict = next(s for s in slot["steps"] if s["rule"] == "conflicts")
+    choice = conflict["read"]["model"]
+    assert choice["top"] == "hero-cart"
+    assert choice["runnerUp"] == "hero-returning"
+    assert choice["confidence"] == pytest.approx(0.75)
+    assert choice["chose"] is True
+    assert conflict["read"]["scores"]["hero-cart"]["model"] == pytest.approx(0.24)
+    assert slot["variant"] == "hero-cart" == (await hero(client, CART))["variant"]
