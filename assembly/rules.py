@@ -170,23 +170,26 @@ def model_scores(
     """Each tied variant's model score (None for a variant the model does not know); None
     when no model is in force or it has no model for the slot."""
     model = env.model
-    if model is None or slot is None or not model.has_slot(slot.key):
+    if model is None or slot is None:
         return None
-    return [model.score(slot.key, v.key) for v, _ in tied]
+    return model.scores(slot.key, [v.key for v, _ in tied])
 
 
 def confidence(probs: list[float | None]) -> tuple[int, int, float] | None:
     """The model's top variant, its runner-up and the confidence `(p1 - p2) / p1`: how much
     better the top variant is predicted to convert than the next best. None when a variant
     has no score (the model cannot rank what it has not seen) or nothing converts."""
-    if any(p is None for p in probs):
+    best, runner, p1, p2 = -1, -1, -1.0, -1.0
+    for i, p in enumerate(probs):
+        if p is None:
+            return None
+        if p > p1:  # ties go to the first (most recently published)
+            best, runner, p1, p2 = i, best, p, p1
+        elif p > p2:
+            runner, p2 = i, p
+    if p1 <= 0 or runner < 0:
         return None
-    known = [p or 0.0 for p in probs]
-    best = max(range(len(known)), key=lambda i: (known[i], -i))
-    runner = max((i for i in range(len(known)) if i != best), key=lambda i: (known[i], -i))
-    if known[best] <= 0:
-        return None
-    return best, runner, (known[best] - known[runner]) / known[best]
+    return best, runner, (p1 - p2) / p1
 
 
 def model_choice(

@@ -49,6 +49,7 @@ from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.visitor import Visitor, build_visitor
 from bench.assemble import clean_env, demo_library, http, redis_server, spawned, wait_ready
+from bench.model_cost import ModelCostResult, report, run_model_cost
 from core.logging import configure_logging
 from integration.model import Audience, Slot, Variant
 from tests.support.redis_server import free_port
@@ -300,6 +301,15 @@ def run_slots() -> SlotResult:
     )
 
 
+def model_cost() -> ModelCostResult:
+    """Per-slot decisions with model scoring on, in process and precomputed, against rules."""
+    library = demo_library()
+    cases = synthetic_visitors(VISITORS)
+    env = DecisionEnv(state=DecisionState(session=session_tag("bench")), now_ts=NOW.timestamp())
+    visitors = [build_visitor(c.request, c.profile) for c in cases]
+    return run_model_cost(library.templates["home"].slots, visitors, env, NOW)
+
+
 # ---------------------------------------------------------------- kill switch propagation
 
 TOKEN = "bench-admin-token"
@@ -401,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for line in slots.disagreements:
         print(f"    differs: {line}")
+    model = model_cost()
+    print(report(model), flush=True)
     propagation = None
     if not args.skip_propagation:
         print(
@@ -419,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "slots": asdict(slots),
         "goalRatio": GOAL,
         "propagation": asdict(propagation) if propagation else None,
+        "modelScoring": asdict(model),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"decisions-{stamp}.json"

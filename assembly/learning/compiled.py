@@ -70,3 +70,17 @@ class VisitorScores:
 
     def has_slot(self, slot_key: str) -> bool:
         return slot_key in self.model.slots
+
+    def scores(self, slot_key: str, variant_keys: list[str]) -> list[float | None] | None:
+        """`score` of each variant of one slot; None when the model has no such slot."""
+        variants = self.model.slots.get(slot_key)
+        if variants is None:
+            return None
+        x = self._x
+        if x is None:
+            x = self._x = self.model.encoder.encode(self.visitor)
+        out: list[float | None] = []
+        for key in variant_keys:
+            linear = variants.get(key)
+            out.append(linear.score(x) if linear is not None else None)
+        return out

@@ -47,28 +47,24 @@ class FeatureSpec:
 Reader = Callable[[Visitor], float]
 
 
-def _leaf(doc: Mapping[str, Any], path: str) -> Any:
-    """`signals.a` or `signals.a.b` (`traits.*` likewise) from the visitor's document."""
-    parts = path.split(".")
-    node: Any = doc.get(parts[0])
-    for part in parts[1:]:
-        if not isinstance(node, Mapping):
+def _leaf(node: Any, parts: tuple[str, ...]) -> Any:
+    """The leaf under `signals` (or `traits`): `a` or `a.b`."""
+    for part in parts:
+        if type(node) is not dict and not isinstance(node, Mapping):
             return None
         node = node.get(part)
     return node
 
 
 def _reader(spec: FeatureSpec) -> Reader:
-    if spec.kind == "audience":
-        key = spec.path.split(":", 1)[1]
-        return lambda v: 1.0 if key in v.audiences else 0.0
-    path = spec.path
+    top, *rest = spec.path.split(".")
+    parts = tuple(rest)
     if spec.kind == "bool":
-        return lambda v: 1.0 if _leaf(v.doc, path) is True else 0.0
+        return lambda v: 1.0 if _leaf(v.doc.get(top), parts) is True else 0.0
     if spec.kind == "category":
         wanted = spec.value
-        return lambda v: 1.0 if _leaf(v.doc, path) == wanted else 0.0
-    return lambda v: _number(_leaf(v.doc, path))
+        return lambda v: 1.0 if _leaf(v.doc.get(top), parts) == wanted else 0.0
+    return lambda v: _number(_leaf(v.doc.get(top), parts))
 
 
 def _number(value: Any) -> float:
@@ -80,15 +76,22 @@ def _number(value: Any) -> float:
 
 
 class Encoder:
-    """Reads a visitor's feature vector: one compiled reader per feature."""
+    """Reads a visitor's feature vector: audiences by one set lookup each, signal and trait
+    leaves by their pre-split paths (readers compiled once per model)."""
 
     def __init__(self, specs: Sequence[FeatureSpec]) -> None:
         self.specs = tuple(specs)
-        self._readers = [(i, _reader(s)) for i, s in enumerate(self.specs)]
+        self._audiences = [
+            (i, s.path.split(":", 1)[1]) for i, s in enumerate(self.specs) if s.kind == "audience"
+        ]
+        self._leaves = [(i, _reader(s)) for i, s in enumerate(self.specs) if s.kind != "audience"]
 
     def encode(self, visitor: Visitor) -> Sparse:
         out: Sparse = []
-        for index, read in self._readers:
+        audiences = visitor.audiences
+        if audiences:
+            out.extend((i, 1.0) for i, key in self._audiences if key in audiences)
+        for index, read in self._leaves:
             value = read(visitor)
             if value:
                 out.append((index, value))
