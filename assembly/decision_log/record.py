@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from assembly.decision_state import DecisionState, Periods, count_field
 from assembly.experiments.assignment import rollout_test
 from assembly.killswitch import SwitchBoard
@@ -62,11 +64,29 @@ class LibraryTag:
         return {"version": self.version, "epoch": self.epoch, "generation": self.generation}
 
 
+def encode_record(pending: PendingDecision, tag: LibraryTag | None) -> bytes:
+    """The record as JSON. orjson encodes the profile dataclass and the clock itself (in C);
+    `_json_default` turns the profile's sets and read-only mappings into JSON."""
+    return orjson.dumps(to_record(pending, tag), default=_json_default, option=_OPTIONS)
+
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Set):
+        return sorted(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def to_record(pending: PendingDecision, tag: LibraryTag | None) -> dict[str, Any]:
+    """The record, ready for `orjson.dumps(..., default=_json_default)` (`encode_record`)."""
     state = pending.state
     return {
         "id": pending.id,
-        "at": pending.now.isoformat(),
+        "at": pending.now,
         "content": tag.to_json() if tag else None,
         "fallback": pending.fallback,
         "request": pending.request.model_dump(mode="json"),
@@ -76,26 +96,11 @@ def to_record(pending: PendingDecision, tag: LibraryTag | None) -> dict[str, Any
             "counted": state is not None and state.key is not None,
             "session": state.session if state is not None else None,
         },
-        "profile": profile_json(pending.profile),
+        "profile": pending.profile,
         "state": state_facts(state, pending.slots, pending.now) if state is not None else {},
         "switches": [s.to_json() for s in pending.board.all()] if pending.board else [],
         "slots": [{name: a[name] for name in OUTCOME_FIELDS} for a in pending.answers],
     }
-
-
-def profile_json(profile: Profile | None) -> dict[str, Any] | None:
-    """Every field of the profile, sets as sorted lists (read back by `profile_of`)."""
-    if profile is None:
-        return None
-    doc: dict[str, Any] = {}
-    for item in dataclasses.fields(profile):
-        value = getattr(profile, item.name)
-        if isinstance(value, Set):
-            value = sorted(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        doc[item.name] = value
-    return doc
 
 
 def profile_of(doc: Mapping[str, Any] | None) -> Profile | None:

@@ -27,6 +27,34 @@ from core.redis import Keys
 
 VISITOR_KINDS = ("u", "a")
 
+# KEYS: the stream, the ids index, then every visitor index the batch touches.
+# ARGV: max length, oldest stream id kept, per-visitor cap, index lifetime (s), then per record:
+# decision id, decision ms, JSON body, visitor count, and that many positions in KEYS.
+APPEND = """
+local stream, ids = KEYS[1], KEYS[2]
+local max_len, visitor_max = tonumber(ARGV[1]), tonumber(ARGV[3])
+local touched, a = {}, 5
+while a <= #ARGV do
+  local sid = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'r', ARGV[a + 2])
+  local member = ARGV[a] .. ':' .. sid
+  redis.call('ZADD', ids, 0, member)
+  local visitors = tonumber(ARGV[a + 3])
+  for v = 1, visitors do
+    local key = KEYS[tonumber(ARGV[a + 3 + v])]
+    redis.call('ZADD', key, ARGV[a + 1], member)
+    touched[key] = true
+  end
+  a = a + 4 + visitors
+end
+for key in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', key, 0, -visitor_max - 1)
+  redis.call('EXPIRE', key, ARGV[4])
+end
+redis.call('XTRIM', stream, 'MINID', '~', ARGV[2])
+redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
+return a
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Entry:
@@ -50,34 +78,30 @@ class DecisionLogStore:
         self._redis = redis
         self._keys = keys
         self.limits = limits
+        self._append = redis.register_script(APPEND)
 
     async def append(self, entries: Sequence[Entry]) -> None:
-        """Two pipelined round trips: the records (stream ids come back), then the indexes."""
-        keys, limits = self._keys, self.limits
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.xadd(
-                    keys.decision_log, {"r": entry.body}, maxlen=limits.max_len, approximate=True
-                )
-            cutoff = int(time.time() - limits.max_age_seconds) * 1000
-            pipe.xtrim(keys.decision_log, minid=f"{cutoff}-0", approximate=True)
-            stream_ids = (await pipe.execute())[: len(entries)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            members = {}
-            for entry, stream_id in zip(entries, stream_ids, strict=True):
-                member = f"{entry.id}:{_text(stream_id)}"
-                members[member] = 0
-                for visitor in entry.visitors:
-                    self._index_visitor(pipe, visitor, member, entry.ms)
-            pipe.zadd(keys.decision_log_ids, members)
-            pipe.zremrangebyrank(keys.decision_log_ids, 0, -limits.max_len - 1)
-            await pipe.execute()
+        """One round trip: a script appends the records and indexes each under its stream id.
 
-    def _index_visitor(self, pipe: Any, visitor: str, member: str, ms: int) -> None:
-        key = self._keys.decision_log_visitor(visitor)
-        pipe.zadd(key, {member: ms})
-        pipe.zremrangebyrank(key, 0, -self.limits.visitor_max - 1)
-        pipe.expire(key, self.limits.max_age_seconds)
+        The client packs one command per batch (no per-record commands or replies to parse):
+        this runs on the serving core, so its cost is taken from page views.
+        """
+        keys, limits = self._keys, self.limits
+        visitor_keys: dict[str, int] = {}
+        args: list[Any] = [
+            limits.max_len,
+            f"{int(time.time() - limits.max_age_seconds) * 1000}-0",
+            limits.visitor_max,
+            limits.max_age_seconds,
+        ]
+        for entry in entries:
+            args += (entry.id, entry.ms, entry.body, len(entry.visitors))
+            for visitor in entry.visitors:
+                key = keys.decision_log_visitor(visitor)
+                args.append(visitor_keys.setdefault(key, len(visitor_keys) + 3))
+        await self._append(
+            keys=[keys.decision_log, keys.decision_log_ids, *visitor_keys], args=args
+        )
 
     async def get(self, decision_id: str) -> dict[str, Any] | None:
         found = await self._redis.zrangebylex(

@@ -1,19 +1,18 @@
 """The off-path writer of decision records: a bounded queue drained in pipelined batches.
 
 `submit` never blocks a page view (a full queue drops the record, counted); the lifespan task
-encodes the records (`to_record`) and appends each batch in two round trips.
+encodes the records (`encode_record`) and appends each batch in one round trip (a script).
 """
 
 from __future__ import annotations
 
-import orjson
 import structlog
 from redis.exceptions import RedisError
 
 from assembly.decision_log import metrics
 from assembly.decision_log.history import LibraryHistory
 from assembly.decision_log.ids import decision_ms
-from assembly.decision_log.record import PendingDecision, to_record
+from assembly.decision_log.record import PendingDecision, encode_record
 from assembly.decision_log.store import DecisionLogStore, Entry
 from core.batching import Batcher
 
@@ -78,7 +77,7 @@ class DecisionLogWriter:
     def _entry(self, pending: PendingDecision) -> Entry:
         library = pending.library
         tag = self._history.tag(library) if library is not None else None
-        body = orjson.dumps(to_record(pending, tag), option=orjson.OPT_NON_STR_KEYS)
+        body = encode_record(pending, tag)
         user = pending.request.user
         visitors = tuple(
             f"{kind}:{value}" for kind, value in (("u", user.id), ("a", user.anonymousId)) if value
