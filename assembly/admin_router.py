@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from assembly import admin
 from assembly.schemas import SwitchChange
-from assembly.wiring import DecisionRuntime
+from assembly.wiring import AssemblyServices, DecisionRuntime
 from core.admin import require_admin
+from core.services import started
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -28,8 +29,7 @@ UNSTORED = (
 
 
 def get_decisions(request: Request) -> DecisionRuntime:
-    runtime: DecisionRuntime = request.app.state.decisions
-    return runtime
+    return started(request, AssemblyServices).decisions
 
 
 Decisions = Annotated[DecisionRuntime, Depends(get_decisions)]

@@ -10,7 +10,9 @@ from starlette.routing import Route
 from assembly.preview.router import ASSEMBLE_PREVIEW_ERRORS, assemble_preview
 from assembly.schemas import AssembleRequest, AssembleResponse
 from assembly.service import AssemblyService
+from assembly.wiring import AssemblyServices
 from core.errors import InvalidRequest, describe_validation
+from core.services import started
 
 router = APIRouter(tags=["assemble"])
 
@@ -21,8 +23,7 @@ _REQUEST_SCHEMA = {
 
 
 def get_assembly(request: Request) -> AssemblyService:
-    service: AssemblyService = request.app.state.assembly
-    return service
+    return started(request, AssemblyServices).service
 
 
 async def assemble(request: Request) -> Response:

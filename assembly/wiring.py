@@ -1,25 +1,37 @@
-"""The decision engine's parts, built once in the lifespan, and their background tasks."""
+"""Assembly's start: the decision engine, the decision log, the assemble and preview services,
+and their background tasks, registered on the lifespan's exit stack (called from app.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from assembly.config import DecisionSettings
+from assembly.decision_log.service import DecisionLog
 from assembly.decision_state import PendingWrites
 from assembly.engine import DecisionEngine
+from assembly.fallback import FallbackLibrary
 from assembly.killswitch import KillSwitchStore, SwitchWatcher
+from assembly.last_good import SnapshotWriter
 from assembly.learning.holder import ModelHolder
 from assembly.learning.store import ModelStore
 from assembly.ports import LibrarySource
+from assembly.preview.config import PreviewSettings
+from assembly.preview.drafts import DraftSource
+from assembly.preview.runtime import build_preview
+from assembly.preview.service import PreviewService
+from assembly.service import AssemblyService
 from assembly.store import DecisionStateStore, PipelinedProfiles
 from assembly.writer import DecisionWriter, EventSink, guardrail_forever
 from core.redis import Keys
+from core.tasks import BackgroundTasks
+from integration.service import LibraryHolder
 
 log = structlog.get_logger()
 
@@ -65,22 +77,86 @@ class DecisionRuntime:
             models=models,
         )
 
-    async def start(self) -> list[asyncio.Task[Any]]:
+    async def start(self, tasks: BackgroundTasks) -> None:
         """Load the kill switches (so the first request honours them), start the tasks."""
         try:
             await asyncio.wait_for(self.watcher.refresh(), timeout=2.0)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("assembly.kill_switch.load_failed", error=str(exc))
-        watch = [asyncio.create_task(self.models.run(self.redis), name="model-watch")]
-        return [
-            *(watch if self.engine.models is not None else []),
-            asyncio.create_task(self.reader.reads.hold(), name="decision-read-connections"),
-            asyncio.create_task(self.writer.run(), name="decision-writer"),
-            asyncio.create_task(self.watcher.run(self.redis), name="kill-switch-watch"),
-            asyncio.create_task(
-                guardrail_forever(
-                    self.redis, self.keys, self.settings, self.libraries, self.switches
-                ),
-                name="rollout-guardrail",
-            ),
-        ]
+        tasks.spawn(self.reader.reads.hold(), name="decision-read-connections")
+        tasks.spawn(self.writer.run(), name="decision-writer")
+        tasks.spawn(self.watcher.run(self.redis), name="kill-switch-watch")
+        if self.engine.models is not None:
+            tasks.spawn(self.models.run(self.redis), name="model-watch")
+        tasks.spawn(
+            guardrail_forever(self.redis, self.keys, self.settings, self.libraries, self.switches),
+            name="rollout-guardrail",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblyPorts:
+    """What assembly is given by the rest of the app (app.py wires these)."""
+
+    holder: LibraryHolder
+    profiles: PipelinedProfiles
+    sink: EventSink
+    """Where newly recorded exposures go (the event pipeline)."""
+    fallback: FallbackLibrary
+    snapshot: SnapshotWriter
+    drafts: DraftSource | None
+    """The Preview API (None: no CONTENTFUL_PREVIEW_TOKEN)."""
+    on_miss: Callable[[str], None] | None = None
+    """Told of a known user without a stored profile (the Profile API pull)."""
+
+
+@dataclass
+class AssemblyServices:
+    service: AssemblyService
+    decisions: DecisionRuntime
+    decision_log: DecisionLog
+    preview: PreviewService
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
+
+
+async def start_assembly(
+    redis: Redis,
+    keys: Keys,
+    settings: DecisionSettings,
+    preview: PreviewSettings,
+    ports: AssemblyPorts,
+    stack: AsyncExitStack,
+    *,
+    link_depth: int,
+) -> AssemblyServices:
+    """Build the services, then run their tasks until `stack` closes."""
+    decisions = DecisionRuntime.build(
+        redis, keys, settings, ports.holder, ports.profiles, sink=ports.sink
+    )
+    decision_log = DecisionLog.build(redis, keys, settings, ports.holder)
+    service = AssemblyService(
+        ports.holder,
+        decisions.reader,
+        ports.fallback,
+        engine=decisions.engine,
+        decision_log=decision_log,
+    )
+    service.profiles.on_miss = ports.on_miss
+    parts = AssemblyServices(
+        service=service,
+        decisions=decisions,
+        decision_log=decision_log,
+        preview=build_preview(
+            preview,
+            ports.drafts,
+            ports.holder,
+            decisions.settings,
+            decisions.watcher,
+            link_depth=link_depth,
+        ),
+    )
+    stack.push_async_callback(parts.tasks.stop)
+    parts.tasks.spawn(ports.snapshot.run(), name="library-snapshot")
+    await decisions.start(parts.tasks)
+    parts.tasks.spawn(decision_log.writer.run(), name="decision-log-writer")
+    return parts

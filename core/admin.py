@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from core.errors import NotFound, Unauthorized
+from core.services import started
+
+
+@dataclass
+class AdminAccess:
+    """The admin bearer token (BRIDGE_ADMIN_TOKEN); None: the admin API is disabled."""
+
+    token: str | None
 
 
 class AdminDisabled(NotFound):
@@ -18,7 +27,7 @@ def require_admin(request: Request) -> str:
 
     The caller's name for audit logs comes from the `X-Admin-User` header (default `admin`).
     """
-    token = request.app.state.admin_token
+    token = started(request, AdminAccess).token
     if token is None:
         raise AdminDisabled("the admin API is disabled: set BRIDGE_ADMIN_TOKEN to enable it")
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

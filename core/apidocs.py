@@ -9,11 +9,12 @@ schema. The machine-readable schema stays at `/openapi.json`.
 
 from __future__ import annotations
 
+import weakref
 from html import escape
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 router = APIRouter(include_in_schema=False)
@@ -29,12 +30,15 @@ table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:.2rem .5rem;
 """
 
 
+_PAGES: weakref.WeakKeyDictionary[FastAPI, str] = weakref.WeakKeyDictionary()  # one per app
+
+
 @router.get("/docs")
 async def docs(request: Request) -> HTMLResponse:
-    page: str | None = getattr(request.app.state, "api_docs_page", None)
+    app: FastAPI = request.app
+    page = _PAGES.get(app)
     if page is None:
-        page = render(request.app.openapi())
-        request.app.state.api_docs_page = page
+        page = _PAGES[app] = render(app.openapi())
     return HTMLResponse(page)
 
 

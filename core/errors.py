@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from typing import Any
 
 import orjson
@@ -138,11 +139,14 @@ def allowed_methods(request: Request, computed: str) -> str:
     return ", ".join(sorted(methods))
 
 
+_DOCUMENTED: weakref.WeakKeyDictionary[FastAPI, list[tuple[re.Pattern[str], set[str]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
     """(path pattern, methods) of every path in the app's OpenAPI schema, built once."""
-    cached: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
-        app.state, "documented_methods", None
-    )
+    cached = _DOCUMENTED.get(app)
     if cached is None:
         cached = [
             (
@@ -151,7 +155,7 @@ def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
             )
             for path, ops in app.openapi().get("paths", {}).items()
         ]
-        app.state.documented_methods = cached
+        _DOCUMENTED[app] = cached
     return cached
 
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,10 +14,18 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.responses import OrjsonResponse
+from core.services import started
 
 router = APIRouter(tags=["operations"])
 
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """The started app's readiness check (app.py wires integration's)."""
+
+    check: ReadinessCheck
 
 
 async def healthz() -> dict[str, str]:
@@ -24,8 +33,7 @@ async def healthz() -> dict[str, str]:
 
 
 async def readyz(request: Request) -> OrjsonResponse:
-    check: ReadinessCheck = request.app.state.readiness
-    ready, detail = await check()
+    ready, detail = await started(request, Readiness).check()
     return OrjsonResponse(
         {"status": "ready" if ready else "not ready", **detail}, status_code=200 if ready else 503
     )

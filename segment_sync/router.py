@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from core.admin import require_admin
 from core.responses import OrjsonResponse
+from core.services import started
 from segment_sync import metrics
 from segment_sync.exceptions import EventStoreUnavailable, MessagesRejected, SegmentSyncError
 from segment_sync.schemas import (
@@ -27,7 +28,9 @@ from segment_sync.schemas import (
     TrackingAnswer,
     TrackMessage,
 )
-from segment_sync.service import Events
+from segment_sync.service import TrackingService
+from segment_sync.store import RedisProfileStore
+from segment_sync.wiring import SegmentSyncServices
 
 router = APIRouter(tags=["tracking"])
 
@@ -41,15 +44,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_events(request: Request) -> Events:
-    events: Events = request.app.state.events
-    return events
+def get_tracking(request: Request) -> TrackingService:
+    return started(request, SegmentSyncServices).tracking
+
+
+def get_profiles(request: Request) -> RedisProfileStore:
+    return started(request, SegmentSyncServices).profiles
 
 
 async def _ingest(request: Request, kind: str | None) -> Response:
     body = await request.body()
     try:
-        result = await get_events(request).tracking.ingest(
+        result = await get_tracking(request).ingest(
             body,
             kind=kind,
             encoding=request.headers.get("content-encoding"),
@@ -112,12 +118,12 @@ _route("/v1/alias", "alias", AliasMessage, "Segment alias")
     responses={401: {"description": "no valid admin token"}, 404: {"description": "admin off"}},
 )
 async def erase_profile(
-    request: Request,
     user_id: Annotated[str, Path(min_length=1, max_length=256)],
     _: Annotated[str, Depends(require_admin)],
+    profiles: Annotated[RedisProfileStore, Depends(get_profiles)],
 ) -> Response:
     try:
-        await get_events(request).profiles.erase(user_id)
+        await profiles.erase(user_id)
     except (RedisError, OSError) as exc:
         raise EventStoreUnavailable(
             f"the profile store is unavailable ({type(exc).__name__})"

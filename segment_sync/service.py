@@ -1,8 +1,7 @@
 """The tracking API's logic (authenticate, decode, check, append) and the pipeline's wiring.
 
-`TrackingService.ingest` answers what the router returns; `start_events` builds the service,
-the profile store and (unless `SEGMENT_CONSUMER_ENABLED=false`) one consumer task for the
-lifespan; `run_worker` is `cli.py worker`.
+`TrackingService.ingest` answers what the router returns; `run_worker` is `cli.py worker`
+(the lifespan's start is `segment_sync/wiring.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import signal
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -43,7 +42,7 @@ from segment_sync.exceptions import (
     UnsupportedEncoding,
     WriteKeyInvalid,
 )
-from segment_sync.pipeline import TRACKING, TRACKING_SERVER, append, ensure_group
+from segment_sync.pipeline import TRACKING, TRACKING_SERVER, append
 from segment_sync.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
@@ -56,7 +55,6 @@ from segment_sync.schemas import (
     normalize,
     received_now,
 )
-from segment_sync.store import RedisProfileStore
 
 log = structlog.get_logger()
 
@@ -270,22 +268,7 @@ def only_events(hook: Hook, names: Refreshing) -> Hook:
     return filtered
 
 
-# ---------------------------------------------------------------- lifespan wiring
-
-
-@dataclass
-class Events:
-    """What the lifespan keeps: the tracking service, the profile store, the consumer."""
-
-    tracking: TrackingService
-    profiles: RedisProfileStore
-    consumer: EventConsumer | None = None
-    task: asyncio.Task[None] | None = None
-    owned: list[Redis] = field(default_factory=list)
-
-    async def aclose(self) -> None:
-        for client in self.owned:
-            await client.aclose()
+# ---------------------------------------------------------------- consumers
 
 
 def consumer_client(url: str, store: StoreSettings, block_ms: int) -> Redis:
@@ -299,40 +282,6 @@ def consumer_client(url: str, store: StoreSettings, block_ms: int) -> Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-
-
-async def start_events(
-    redis: Redis,
-    keys: Keys,
-    settings: SegmentSettings,
-    store: StoreSettings,
-    *,
-    embedded: bool,
-    hooks: Sequence[Hook] = (),
-) -> Events:
-    events = Events(
-        tracking=TrackingService(redis, keys, settings),
-        profiles=RedisProfileStore(
-            redis,
-            keys,
-            ttl_seconds=settings.profile_ttl_seconds,
-            tombstone_seconds=settings.stream_max_age_seconds,
-        ),
-    )
-    try:
-        await ensure_group(redis, keys, settings.consumer_group)
-    except (RedisError, OSError) as exc:  # the consumer creates it once Redis answers
-        log.warning("segment.consumer.group_not_created", error=type(exc).__name__)
-    if settings.consumer_enabled:
-        client = redis  # the embedded store is in-process: share it
-        if not embedded and store.url is not None:
-            client = consumer_client(store.url, store, settings.consumer_block_ms)
-            events.owned.append(client)
-        events.consumer = EventConsumer(client, keys, settings, hooks=hooks)
-        events.task = asyncio.create_task(events.consumer.run(), name="segment-consumer")
-    if not events.tracking.enabled:
-        log.info("segment.tracking.disabled", detail="SEGMENT_WRITE_KEYS unset")
-    return events
 
 
 async def run_worker(

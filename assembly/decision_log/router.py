@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from assembly.decision_log.service import DecisionLog
+from assembly.wiring import AssemblyServices
 from core.admin import require_admin
+from core.services import started
 
 router = APIRouter(prefix="/admin/decisions", tags=["admin"])
 
@@ -21,8 +23,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def get_decision_log(request: Request) -> DecisionLog:
-    log: DecisionLog = request.app.state.decision_log
-    return log
+    return started(request, AssemblyServices).decision_log
 
 
 Log = Annotated[DecisionLog, Depends(get_decision_log)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -58,9 +57,6 @@ class DecisionLog:
             flush_seconds=settings.writer_flush_seconds,
         )
         return DecisionLog(store, writer, history, holder, settings)
-
-    def start(self) -> list[asyncio.Task[Any]]:
-        return [asyncio.create_task(self.writer.run(), name="decision-log-writer")]
 
     # ---------------------------------------------------------------- hot path
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
-from assembly.admin_router import get_decisions
 from assembly.explain.schemas import ExplainResponse
 from assembly.explain.service import ExplainService
 from assembly.schemas import AssembleRequest
-from assembly.wiring import DecisionRuntime
+from assembly.wiring import AssemblyServices
 from core.admin import require_admin
 from core.errors import InvalidRequest, describe_validation
+from core.services import started
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -33,12 +33,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_explain(
-    request: Request, decisions: Annotated[DecisionRuntime, Depends(get_decisions)]
-) -> ExplainService:
+def get_explain(request: Request) -> ExplainService:
     """Reads what assemble reads: its library, reader, engine and clock."""
-    assembly = request.app.state.assembly
-    return ExplainService(decisions.libraries, decisions.reader, decisions.engine, assembly.clock)
+    assembly = started(request, AssemblyServices)
+    decisions = assembly.decisions
+    return ExplainService(
+        decisions.libraries, decisions.reader, decisions.engine, assembly.service.clock
+    )
 
 
 @router.post(

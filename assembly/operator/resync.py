@@ -2,8 +2,8 @@
 
 The sync runs as a task of its own, so a caller that stops waiting (the wait ran out, or the
 client went away) never cancels it: it finishes in the background, and the library holder
-refreshes after it so that this replica serves what it brought. The task is one of the
-runtime's tasks while it runs, so shutdown cancels it like any other.
+refreshes after it so that this replica serves what it brought. The task is one of
+integration's background tasks while it runs, so shutdown cancels it like any other.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from core.errors import BridgeError, StoreUnavailable
 from core.redis import Keys
+from core.tasks import BackgroundTasks
 from integration.service import LibraryHolder
 from integration.store import SyncLock
 from integration.sync import SyncProgress, SyncService, sync_once_locked
@@ -32,14 +33,14 @@ class SyncBusy(BridgeError):
 
 
 class SyncRuntime(Protocol):
-    """The parts of `app.Runtime` a sync on demand needs."""
+    """The parts of `integration.wiring.IntegrationServices` a sync on demand needs."""
 
     redis: Redis
     keys: Keys
     sync: SyncService
     lock: SyncLock
     holder: LibraryHolder
-    tasks: list[asyncio.Task[Any]]
+    tasks: BackgroundTasks
 
 
 async def sync_now(runtime: SyncRuntime, *, full: bool, wait: float) -> dict[str, Any] | None:
@@ -47,9 +48,8 @@ async def sync_now(runtime: SyncRuntime, *, full: bool, wait: float) -> dict[str
 
     Raises `SyncBusy` when the lease is taken, Contentful's errors (502/503) when it fails.
     """
-    task = asyncio.create_task(_sync(runtime, full), name="admin-sync")
-    runtime.tasks.append(task)
-    task.add_done_callback(lambda done: _finished(runtime, done))
+    task = runtime.tasks.spawn(_sync(runtime, full), name="admin-sync")
+    task.add_done_callback(_finished)
     log.info("admin.sync.started", full=full)
     finished, _ = await asyncio.wait({task}, timeout=wait)
     if not finished:
@@ -70,9 +70,7 @@ async def _sync(runtime: SyncRuntime, full: bool) -> SyncProgress | None:
     return progress
 
 
-def _finished(runtime: SyncRuntime, task: asyncio.Task[SyncProgress | None]) -> None:
-    if task in runtime.tasks:
-        runtime.tasks.remove(task)
+def _finished(task: asyncio.Task[SyncProgress | None]) -> None:
     if task.cancelled():
         return
     error = task.exception()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from assembly.admin_router import get_decisions
 from assembly.exceptions import ContentUnavailable
 from assembly.operator.library_view import library_json
 from assembly.operator.profile_view import visitor_json
@@ -14,6 +15,8 @@ from assembly.operator.resync import SyncRuntime, sync_now
 from assembly.wiring import DecisionRuntime
 from core.admin import require_admin
 from core.errors import NotFound
+from core.services import started
+from integration.wiring import IntegrationServices
 from segment_sync.store import RedisProfileStore
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -32,18 +35,12 @@ STILL_RUNNING = (
 )
 
 
-def _runtime(request: Request) -> SyncRuntime:
-    runtime: SyncRuntime = request.app.state.runtime
-    return runtime
+def get_integration(request: Request) -> IntegrationServices:
+    return started(request, IntegrationServices)
 
 
-def _decisions(request: Request) -> DecisionRuntime:
-    decisions: DecisionRuntime = request.app.state.decisions
-    return decisions
-
-
-Runtime = Annotated[SyncRuntime, Depends(_runtime)]
-Decisions = Annotated[DecisionRuntime, Depends(_decisions)]
+Runtime = Annotated[SyncRuntime, Depends(get_integration)]
+Decisions = Annotated[DecisionRuntime, Depends(get_decisions)]
 
 
 @router.post(

@@ -11,13 +11,15 @@ import hmac
 from starlette.requests import Request
 
 from assembly.preview.exceptions import PreviewDisabled, PreviewUnauthorized
+from core.admin import AdminAccess
+from core.services import started
 
 KEY_HEADER = "x-preview-key"
 KEY_PARAM = "key"
 
 
 def require_preview(request: Request, preview_key: str | None) -> None:
-    admin: str | None = getattr(request.app.state, "admin_token", None)
+    admin = started(request, AdminAccess).token
     secrets = [s for s in (preview_key, admin) if s]
     if not secrets:
         raise PreviewDisabled(

@@ -16,6 +16,8 @@ from assembly.preview.exceptions import EntryNotUsed
 from assembly.preview.page import PageQuery, page_url, render_entry_links, render_page
 from assembly.preview.service import PreviewService
 from assembly.schemas import AssembleRequest
+from assembly.wiring import AssemblyServices
+from core.services import started
 
 router = APIRouter(prefix="/preview", tags=["preview"])
 
@@ -41,8 +43,7 @@ Key = Annotated[str | None, Query(alias=KEY_PARAM, description="the preview key"
 
 
 def get_preview(request: Request) -> PreviewService:
-    service: PreviewService = request.app.state.preview
-    return service
+    return started(request, AssemblyServices).preview
 
 
 async def assemble_preview(request: Request, parsed: AssembleRequest) -> Response:

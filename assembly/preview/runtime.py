@@ -1,25 +1,27 @@
-"""Builds the preview service once, in the lifespan (app.py passes the Preview API source)."""
+"""Builds the preview service once, in assembly's start (assembly/wiring.py)."""
 
 from __future__ import annotations
 
+from assembly.config import DecisionSettings
 from assembly.engine import DecisionEngine
+from assembly.killswitch import SwitchWatcher
 from assembly.ports import LibrarySource
 from assembly.preview.config import PreviewSettings
 from assembly.preview.drafts import DraftCache, DraftSource
 from assembly.preview.service import PreviewService
-from assembly.wiring import DecisionRuntime
 
 
 def build_preview(
     settings: PreviewSettings,
     source: DraftSource | None,
     published: LibrarySource,
-    decisions: DecisionRuntime,
+    decisions: DecisionSettings,
+    switches: SwitchWatcher,
     *,
     link_depth: int,
 ) -> PreviewService:
     """Drafts from `source` (None: no CONTENTFUL_PREVIEW_TOKEN, the published library stands
-    in); decisions by an engine that shares the kill switches but has no writer."""
+    in); decisions by an engine that shares the kill switches (their writes are dropped)."""
 
     def version() -> int:
         library = published.library
@@ -30,6 +32,6 @@ def build_preview(
         drafts = DraftCache(
             source, ttl=settings.cache_seconds, link_depth=link_depth, version=version
         )
-    engine = DecisionEngine(decisions.settings, switches=decisions.watcher, writer=None)
+    engine = DecisionEngine(decisions, switches=switches)
     key = settings.key.get_secret_value() if settings.key else None
     return PreviewService(published, drafts, engine, key=key)

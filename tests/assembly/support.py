@@ -36,12 +36,12 @@ async def decision_app(
         settings, service=service, decisions=DecisionSettings(_env_file=None, **decisions)
     )
     async with running_app(settings) as (app, client):
-        app.state.assembly.clock = lambda: NOW
+        app.state.services.assembly.service.clock = lambda: NOW
         yield app, client
 
 
 def runtime(app: FastAPI) -> DecisionRuntime:
-    decisions: DecisionRuntime = app.state.decisions
+    decisions: DecisionRuntime = app.state.services.assembly.decisions
     return decisions
 
 

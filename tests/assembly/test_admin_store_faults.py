@@ -119,7 +119,9 @@ async def test_an_unstored_global_switch_can_be_lifted_while_the_store_is_down()
             )
             server.start()
             await asyncio.sleep(0.5)  # several watcher rounds: nothing must be stored
-            switches = await KillSwitchStore(app.state.runtime.redis, Keys("mbtest")).load()
+            switches = await KillSwitchStore(
+                app.state.services.integration.redis, Keys("mbtest")
+            ).load()
     assert lifted.status_code == 200
     assert lifted.json()["cleared"]["reason"] == "incident 42"
     assert slots["home.hero"]["variant"] == "hero-cart"

@@ -23,7 +23,7 @@ Client = tuple[FastAPI, httpx.AsyncClient]
 @pytest.fixture
 async def bridge(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Client]:
     async with running_app(make_settings(redis_server.url)) as (app, client):
-        app.state.assembly.clock = lambda: NOW
+        app.state.services.assembly.service.clock = lambda: NOW
         yield app, client
 
 
@@ -92,7 +92,7 @@ async def test_linked_asset_is_resolved_in_fields(bridge: Client) -> None:
 
 async def test_profile_audiences_from_redis_are_used(bridge: Client, redis: Redis) -> None:
     app, client = bridge
-    profiles = RedisProfileStore(redis, app.state.runtime.keys)
+    profiles = RedisProfileStore(redis, app.state.services.integration.keys)
     await profiles.write(user_id="u-42", audiences={"cart_abandoners"})
     hero = by_slot(await assemble(client, user={"id": "u-42"}))["home.hero"]
     assert hero["variant"] == "hero-cart"
@@ -100,7 +100,7 @@ async def test_profile_audiences_from_redis_are_used(bridge: Client, redis: Redi
 
 async def test_behavioural_signals_drive_conditions(bridge: Client, redis: Redis) -> None:
     app, client = bridge
-    profiles = RedisProfileStore(redis, app.state.runtime.keys)
+    profiles = RedisProfileStore(redis, app.state.services.integration.keys)
     await profiles.write(anonymous_id="a-dwell", signals={"dwell": {"sku-1001": 45}, "visits": 3})
     slots = by_slot(await assemble(client, user={"anonymousId": "a-dwell"}))
     assert slots["home.recommendation"]["variant"] == "reco-accessories"
@@ -142,7 +142,7 @@ async def test_disabled_variant_is_never_served(bridge: Client) -> None:
 async def test_scheduled_variants_follow_the_clock(bridge: Client) -> None:
     app, client = bridge
     assert by_slot(await assemble(client))["home.banner"]["variant"] == "banner-winter-sale"
-    app.state.assembly.clock = lambda: datetime(2026, 10, 15, tzinfo=UTC)
+    app.state.services.assembly.service.clock = lambda: datetime(2026, 10, 15, tzinfo=UTC)
     assert by_slot(await assemble(client))["home.banner"]["variant"] == "banner-autumn-trail"
 
 

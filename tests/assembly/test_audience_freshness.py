@@ -64,7 +64,7 @@ async def bridge(
 
 
 def at(app: FastAPI, moment: datetime) -> None:
-    app.state.assembly.clock = lambda: moment
+    app.state.services.assembly.service.clock = lambda: moment
 
 
 def stamped(event: dict[str, Any], moment: datetime) -> dict[str, Any]:
@@ -139,11 +139,13 @@ async def test_an_audience_identify_refreshes_the_membership(bridge: Bridge, red
 
 async def test_a_profile_api_pull_confirms_its_memberships(bridge: Bridge, redis: Redis) -> None:
     app, client = bridge
-    puller = app.state.segment_profiles
+    puller = app.state.services.webhooks.profiles
     assert isinstance(puller, ProfilePuller)
     before = datetime.now(UTC)
     assert await puller.pull("u-pulled") == "written"
-    raw = await redis.hget(visitor_key(app.state.runtime.keys, user_id="u-pulled"), "audAt")
+    raw = await redis.hget(
+        visitor_key(app.state.services.integration.keys, user_id="u-pulled"), "audAt"
+    )
     assert raw is not None
     member, confirmed = orjson.loads(raw)["cart_abandoners"]
     assert member == 1
@@ -159,7 +161,7 @@ async def test_a_membership_without_a_confirmation_time_is_stale(
     bridge: Bridge, redis: Redis
 ) -> None:
     app, client = bridge
-    key = visitor_key(app.state.runtime.keys, user_id="u1")
+    key = visitor_key(app.state.services.integration.keys, user_id="u1")
     await redis.hset(key, "audiences", orjson.dumps(["cart_abandoners"]))
     at(app, ENTERED)
     assert (await hero(client))["reason"] == "stale audience cart-abandoners"

@@ -39,7 +39,7 @@ async def page(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 
 async def logged(app: FastAPI) -> None:
     """Wait until the decision log writer has stored every record handed to it."""
-    log: DecisionLog = app.state.decision_log
+    log: DecisionLog = app.state.services.assembly.decision_log
     for _ in range(1000):
         if log.writer.unwritten == 0:
             return
@@ -90,10 +90,10 @@ class TestRecord:
         answer = await page(client, **body)
         await logged(app)
         found = await record(client, answer["decisionId"])
-        generation = app.state.runtime.holder.generation
+        generation = app.state.services.integration.holder.generation
         assert found["content"] == {
             "version": answer["contentVersion"],
-            "epoch": app.state.runtime.holder.epoch,
+            "epoch": app.state.services.integration.holder.epoch,
             "generation": generation.id,
         }
         assert found["at"] == NOW.isoformat()

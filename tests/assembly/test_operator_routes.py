@@ -86,7 +86,7 @@ class TestSync:
         self, synced: Bridge, contentful: FakeContentful
     ) -> None:
         app, client = synced
-        before = app.state.runtime.holder.library.version
+        before = app.state.services.integration.holder.library.version
         contentful.publish(with_fields("hero-cart", headline="Resynced by an operator"))
         answer = await client.post("/admin/sync", headers=ADMIN)
         assert answer.status_code == 200, answer.text
@@ -103,7 +103,7 @@ class TestSync:
 
     async def test_a_full_sync_installs_a_new_generation(self, synced: Bridge) -> None:
         app, client = synced
-        old = app.state.runtime.holder.generation.id
+        old = app.state.services.integration.holder.generation.id
         answer = await client.post("/admin/sync", params={"full": "true"}, headers=ADMIN)
         assert answer.status_code == 200, answer.text
         body = answer.json()
@@ -112,7 +112,7 @@ class TestSync:
 
     async def test_a_held_lease_answers_409(self, synced: Bridge, redis: Redis) -> None:
         app, client = synced
-        other = SyncLock(redis, app.state.runtime.keys.sync_lock, ttl_seconds=30)
+        other = SyncLock(redis, app.state.services.integration.keys.sync_lock, ttl_seconds=30)
         assert await other.acquire()
         try:
             answer = await client.post("/admin/sync", headers=ADMIN)
@@ -131,14 +131,18 @@ class TestSync:
         answer = await client.post("/admin/sync", params={"wait": "0.01"}, headers=ADMIN)
         assert answer.status_code == 202, answer.text
         assert answer.json()["status"] == "running"
-        [running] = [t for t in app.state.runtime.tasks if t.get_name() == "admin-sync"]
+        [running] = [
+            t for t in app.state.services.integration.tasks if t.get_name() == "admin-sync"
+        ]
         busy = await client.post("/admin/sync", params={"wait": "0.01"}, headers=ADMIN)
         assert busy.status_code == 409, "the background sync still holds the lease"
         progress = await running
         assert progress is not None
         assert progress.upserts == 1
-        assert _headline(app.state.runtime.holder) == "Slow but sure", "the holder refreshed"
-        assert running not in app.state.runtime.tasks
+        assert _headline(app.state.services.integration.holder) == "Slow but sure", (
+            "the holder refreshed"
+        )
+        assert running not in app.state.services.integration.tasks
 
     @pytest.mark.parametrize(
         ("status", "answer", "error"),
@@ -173,7 +177,7 @@ class TestLibrary:
         answer = await client.get("/admin/library", headers=ADMIN)
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        holder = app.state.runtime.holder
+        holder = app.state.services.integration.holder
         assert body["version"] == holder.library.version
         assert (body["generation"], body["epoch"]) == (holder.generation.id, holder.epoch)
         assert body["issues"] == []

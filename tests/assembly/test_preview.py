@@ -171,7 +171,7 @@ class TestDrafts:
         headline = slot(published, "home.hero")["entry"]["fields"]["headline"]
         assert headline == "Run further in every season"
         assert "preview" not in published
-        library = app.state.runtime.holder.library
+        library = app.state.services.integration.holder.library
         assert library.resolver.entry("hero-default", "en-US")["fields"]["headline"] == headline
 
     async def test_drafts_never_reach_the_store(

@@ -42,7 +42,7 @@ async def test_a_daily_cap_gives_way_to_the_baseline_until_the_next_day(
     assert seen == ["banner-winter-sale"] * 5 + ["frequency cap: banner-winter-sale (5 per day)"]
     stored = await redis.hget("mbtest:{v:u:capped}:decisions", "n:banner-winter-sale:d20261125")
     assert stored == b"5", "the capped view was not counted"
-    app.state.assembly.clock = lambda: NOW + timedelta(days=1)
+    app.state.services.assembly.service.clock = lambda: NOW + timedelta(days=1)
     assert await banner(bridge, session="next-day") == "banner-winter-sale"
 
 

@@ -109,7 +109,7 @@ async def test_a_hung_store_answers_degraded_then_recovers() -> None:
             during = await asyncio.gather(
                 *(client.post("/v1/assemble", json=HOME) for _ in range(20))
             )
-            breaker = app.state.assembly.profiles.breaker
+            breaker = app.state.services.assembly.service.profiles.breaker
             assert breaker.state == "open"
             later = [await client.post("/v1/assemble", json=HOME) for _ in range(5)]
             resume(server)
@@ -130,7 +130,7 @@ async def test_a_dead_store_answers_degraded_and_the_breaker_probes_the_restart(
         async with decision_app(server.url, **FAST) as (app, client):
             server.stop()
             during = [await client.post("/v1/assemble", json=HOME) for _ in range(5)]
-            breaker = app.state.assembly.profiles.breaker
+            breaker = app.state.services.assembly.service.profiles.breaker
             assert breaker.state == "open"
             server.start()
             await asyncio.sleep(0.25)

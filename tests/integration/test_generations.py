@@ -64,7 +64,7 @@ async def test_a_first_sync_is_invisible_until_complete(
         settings = settings_for(fake, redis_server.url)
         async with running_app(settings, ready=False) as (app, client):
             samples = []
-            while not app.state.runtime.first_sync.is_set():
+            while not app.state.services.integration.first_sync.is_set():
                 samples.append(await sample(client))
                 await asyncio.sleep(0.02)
             samples.extend([await sample(client) for _ in range(5)])
@@ -175,7 +175,10 @@ async def test_a_store_that_loses_its_data_keeps_the_replica_serving_and_resyncs
     switches = KillSwitchStore(redis, keys)
     with slow_fake(0.0) as fake:
         async with running_app(settings_for(fake, redis_server.url)) as (app, client):
-            holder, watcher = app.state.runtime.holder, app.state.decisions.watcher
+            holder, watcher = (
+                app.state.services.integration.holder,
+                app.state.services.assembly.decisions.watcher,
+            )
             first = holder.epoch
             await switches.set(KillSwitch("slot", "home.banner", "ops", "broken banner", 1.0))
             await eventually(lambda: _has_switches(watcher))
@@ -244,7 +247,7 @@ async def test_a_cold_start_without_store_or_contentful_serves_the_last_good_sna
         await redis.flushall()
         fake.fail_next(503, count=100)
         async with running_app(settings, ready=False) as (app, client):
-            await asyncio.wait_for(app.state.runtime.first_sync.wait(), 30)
+            await asyncio.wait_for(app.state.services.integration.first_sync.wait(), 30)
             answer = await client.post("/v1/assemble", json=VISITOR)
             unknown = await client.post("/v1/assemble", json={"template": "nowhere"})
             ready = await client.get("/readyz")
@@ -271,7 +274,7 @@ async def test_a_snapshot_of_another_space_is_never_served(
         other.fail_next(503, count=100)
         settings = settings_for(other, redis_server.url, snapshot_path=snapshot, max_attempts=1)
         async with running_app(settings, ready=False) as (app, client):
-            await asyncio.wait_for(app.state.runtime.first_sync.wait(), 30)
+            await asyncio.wait_for(app.state.services.integration.first_sync.wait(), 30)
             answer = await client.post("/v1/assemble", json=VISITOR)
     assert (answer.status_code, answer.json()["error"]) == (503, "ContentUnavailable")
 

@@ -155,7 +155,7 @@ async def test_erasure_is_disabled_without_an_admin_token(
     redis: Redis, redis_server: RedisServer
 ) -> None:
     async with bridge(redis_server.url) as (app, client):
-        app.state.admin_token = None
+        app.state.services.admin.token = None
         response = await client.delete("/v1/profiles/u-1", headers=ADMIN)
         assert response.status_code == 404
         assert response.json()["error"] == "AdminDisabled"

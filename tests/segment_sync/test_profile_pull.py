@@ -45,7 +45,7 @@ async def bridge(
         profile_backoff_seconds=0.01,
     )
     async with running_app(app_settings(redis_server.url, segment)) as (app, client):
-        puller = app.state.segment_profiles
+        puller = app.state.services.webhooks.profiles
         assert isinstance(puller, ProfilePuller)
         yield app, client, puller
 
@@ -144,7 +144,7 @@ async def test_known_profiles_are_not_pulled(
     bridge: Bridge, fake: FakeProfileApi, redis: Redis
 ) -> None:
     app, client, puller = bridge
-    profiles = app.state.assembly.profiles
+    profiles = app.state.services.assembly.service.profiles
     assert profiles.on_miss == puller.on_miss
     await redis.hset(visitor_key(KEYS, user_id="u-known"), "audiences", b'["video_lovers"]')
     answer = await assemble_home(client, id="u-known")
@@ -165,8 +165,8 @@ async def test_another_replica_pulling_is_not_duplicated(
 
 async def test_no_profile_settings_no_hook(redis: Redis, redis_server: RedisServer) -> None:
     async with running_app(app_settings(redis_server.url, segment_settings())) as (app, _):
-        assert app.state.segment_profiles is None
-        assert app.state.assembly.profiles.on_miss is None
+        assert app.state.services.webhooks.profiles is None
+        assert app.state.services.assembly.service.profiles.on_miss is None
 
 
 def pulls(outcome: str) -> float:

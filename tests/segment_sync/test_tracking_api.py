@@ -131,7 +131,7 @@ async def test_write_key_as_basic_auth_user(api: Bridge, redis: Redis) -> None:
 
 async def test_sent_at_corrects_the_client_clock(api: Bridge, redis: Redis) -> None:
     app, client = api
-    app.state.events.tracking.clock = lambda: 1_700_000_100.0  # 2023-11-14T22:15:00Z
+    app.state.services.segment_sync.tracking.clock = lambda: 1_700_000_100.0  # 2023-11-14T22:15:00Z
     body = {
         "writeKey": WRITE_KEY,
         "sentAt": "2023-11-14T22:16:40.000+00:00",  # the client's clock is 100 s fast

@@ -37,7 +37,7 @@ def make_settings(
 
 
 async def wait_ready(app: FastAPI) -> None:
-    runtime = app.state.runtime
+    runtime = app.state.services.integration
     await asyncio.wait_for(runtime.holder.loaded.wait(), 10)
     await asyncio.wait_for(runtime.first_sync.wait(), 10)
 

@@ -32,7 +32,7 @@ def with_fields(entry_id: str, **fields: Any) -> dict[str, Any]:
 
 async def publish(app: FastAPI, *items: dict[str, Any], deletions: list[str] | None = None) -> None:
     """Write items to the store as a sync page would, then make the app swap its library."""
-    runtime = app.state.runtime
+    runtime = app.state.services.integration
     changes = normalize_items(items)
     await runtime.content.write(writes_of(Changes(changes.upserts, deletions or [])))
     await runtime.holder.refresh()

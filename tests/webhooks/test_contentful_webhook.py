@@ -692,7 +692,7 @@ async def test_a_late_publish_cannot_resurrect_what_the_sync_deleted(
     revision = demo_items()["hero-cart"]["sys"]["revision"]
     async with running_app(synced_from(contentful, redis_server, 30)) as (app, client):
         contentful.delete("hero-cart")
-        result = await app.state.runtime.sync.run()
+        result = await app.state.services.integration.sync.run()
         late = await deliver(client, cma_entry("hero-cart", revision=revision, headline="Zombie"))
         entity = await redis.hget("mbtest:content:entities", "Entry:hero-cart")
     assert result.deletions == 1
@@ -715,7 +715,7 @@ async def test_fifty_concurrent_deliveries_of_a_release_all_apply_without_a_5xx(
         bodies.append(payload)
     async with bridge(redis_server) as (app, client):
         answers = await asyncio.gather(*(deliver(client, body) for body in bodies))
-        library = app.state.runtime.holder.library
+        library = app.state.services.integration.holder.library
         visible = [library.resolver.entry(f"release-{n}", "en-US") for n in range(50)]
     assert [a.status_code for a in answers] == [200] * 50
     assert {a.json()["status"] for a in answers} == {"applied"}

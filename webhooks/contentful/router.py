@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.types import Scope
 
 from core.responses import OrjsonResponse
+from core.services import started
 from webhooks.contentful.service import ContentfulRequest, ContentfulWebhookService
 from webhooks.exceptions import WebhookDisabled
+from webhooks.wiring import WebhookServices
 
 router = APIRouter(tags=["webhooks"])
 
@@ -29,9 +31,7 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
 
 
 def get_contentful_webhooks(request: Request) -> ContentfulWebhookService:
-    service: ContentfulWebhookService | None = getattr(
-        request.app.state, "contentful_webhooks", None
-    )
+    service = started(request, WebhookServices).contentful
     if service is None:
         raise WebhookDisabled("Contentful webhooks are not enabled (CONTENTFUL_WEBHOOK_SECRETS)")
     return service

@@ -5,15 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from core.responses import OrjsonResponse
+from core.services import started
 from webhooks.segment.service import SegmentWebhook
 from webhooks.verification import SEGMENT_SIGNATURE
+from webhooks.wiring import WebhookServices
 
 router = APIRouter(tags=["webhooks"])
 
 
 def get_segment_webhook(request: Request) -> SegmentWebhook:
-    service: SegmentWebhook = request.app.state.segment_webhook
-    return service
+    return started(request, WebhookServices).segment
 
 
 @router.post(

@@ -1,0 +1,55 @@
+"""Background tasks of a started package, cancelled together at shutdown, boundedly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import structlog
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+
+class BackgroundTasks:
+    """The tasks one package runs until shutdown (a finished task leaves the set by itself).
+
+    A package's start function makes one, registers `stop` on the lifespan's exit stack
+    after its closers (so the tasks end before what they use is closed), and spawns into it.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(list(self._tasks))
+
+    def __contains__(self, task: object) -> bool:
+        return task in self._tasks
+
+    async def stop(self) -> None:
+        await stop_tasks(list(self._tasks))
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = 20) -> None:
+    """Cancel background tasks until they end.
+
+    A cancel that lands inside a Redis read with a socket timeout can be turned into a
+    timeout and retried by redis-py, so one cancel is not always enough.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for _ in range(attempts):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.25)
+    log.error("service.tasks_stuck", tasks=[t.get_name() for t in pending])
