@@ -144,6 +144,11 @@ class OneRoundTrip:
         never retries a connect or a read, its budget decides (docs/operations.md)."""
         connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         connection.retry = Retry(NoBackoff(), 0)
+        # No per-command socket timeout either: redis-py would wrap every send in
+        # `asyncio.wait_for` (a new task) and every read in a timeout scope, ~10 us of a page
+        # view's CPU. Every caller runs under its own deadline, which cancels the read and so
+        # drops the connection (see `run`). Connecting keeps `socket_connect_timeout`.
+        connection.socket_timeout = None
         return connection
 
     async def _on(self, connection: Any, batch: RawCommands) -> list[Any]:
