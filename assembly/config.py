@@ -65,6 +65,16 @@ class DecisionSettings(BridgeBaseSettings):
     """Visitors needed in each group (rolled out and held out) before the guardrail judges."""
     guardrail_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # --- bandit experiments (`mode: bandit`, docs/learning.md)
+    bandit_update_seconds: float = Field(default=300.0, gt=0)
+    """How often one replica recomputes the bandits' arm weights (Thompson sampling)."""
+    bandit_min_exploration: float = Field(default=0.05, ge=0, lt=0.5)
+    """The least share of new visitors any arm of a bandit keeps."""
+    bandit_poll_seconds: float = Field(default=5.0, gt=0)
+    """How often each replica checks for new bandit weights (one GET; reload on change)."""
+    bandit_history: int = Field(default=1000, ge=1)
+    """Allocations kept per bandit for the results' allocation over time."""
+
     # --- results
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
     """Sample-ratio-mismatch flag: chi-square p-value below this means a broken split."""

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from assembly.config import DecisionSettings
 from assembly.decision_state import DecisionState, Periods
+from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations, AllocationSource
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
 from assembly.learning.compiled import VisitorScores
 from assembly.learning.holder import ModelHolder
@@ -32,11 +33,13 @@ class DecisionEngine:
         switches: BoardSource | None = None,
         writer: DecisionWriter | None = None,
         models: ModelHolder | None = None,
+        allocations: AllocationSource | None = None,
     ) -> None:
         self.settings = settings
         self.switches = switches
         self.writer = writer
         self.models = models
+        self.allocations = allocations
         self.scorer = Scorer(
             settings.score_specificity_weight,
             settings.score_recency_weight,
@@ -47,6 +50,10 @@ class DecisionEngine:
     @property
     def board(self) -> SwitchBoard:
         return self.switches.board if self.switches is not None else EMPTY_BOARD
+
+    @property
+    def bandits(self) -> Allocations:
+        return self.allocations.allocations if self.allocations is not None else EMPTY_ALLOCATIONS
 
     def decide_page(
         self,
@@ -92,6 +99,7 @@ class DecisionEngine:
             guardrail_goal=settings.guardrail_goal_event,
             now_ts=now.timestamp(),
             model=VisitorScores(model, visitor) if model is not None else None,
+            allocations=self.bandits,
         )
 
 

@@ -24,3 +24,10 @@ KILL_SWITCHES = Gauge(
 GUARDRAIL_TRIPS = Counter(
     "microbridge_guardrail_trips_total", "Rollouts switched off by the guardrail"
 )
+BANDIT_UPDATES = Counter(
+    "microbridge_bandit_updates_total", "New bandit arm weights computed and stored"
+)
+BANDIT_ALLOCATIONS = Gauge(
+    "microbridge_bandit_allocations_loaded",
+    "Bandit experiments whose computed weights this replica has in force",
+)

@@ -23,6 +23,7 @@ from typing import Any
 
 from assembly.decision import Decision, TestEntry
 from assembly.decision_state import EMPTY_STATE, DecisionState, Periods, count_field
+from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations
 from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
 from assembly.learning.compiled import VisitorScores
@@ -45,6 +46,8 @@ class DecisionEnv:
     guardrail_goal: str = "Order Completed"
     now_ts: float = 0.0
     periods: Periods | None = None
+    allocations: Allocations = EMPTY_ALLOCATIONS
+    """Bandit weights in force (`mode: bandit` experiments bucket with them)."""
     model: VisitorScores | None = None
     """The visitor's scores under the published ranking model; None: no model in force."""
 
@@ -118,7 +121,8 @@ def _experiment(
 ) -> Decision:
     experiment = variant.experiment
     assert experiment is not None
-    decision = assign(slot.arms[experiment.key], visitor, env.state, slot.key, env.now_ts)
+    arms = env.allocations.arms(slot.arms[experiment.key])
+    decision = assign(arms, visitor, env.state, slot.key, env.now_ts)
     served = decision.variant
     if served is not None and served is not variant:
         notes: list[str] = []
@@ -305,6 +309,7 @@ def _coherent_experiment(
     arms = slot.arms.get(key)
     if arms is None or not any(check(a, visitor, now, env, None) for a in arms.variants):
         return None
+    arms = env.allocations.arms(arms)
     decision = assign(arms, visitor, env.state, slot.key, env.now_ts)
     if decision.source != "experiment":
         return None

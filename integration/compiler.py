@@ -22,6 +22,7 @@ from integration.model import (
     CapPeriod,
     Condition,
     Experiment,
+    ExperimentMode,
     FrequencyCap,
     LibraryIssue,
     Namespace,
@@ -160,6 +161,7 @@ def parse_experiment(r: FieldReader) -> Experiment:
     status = r.text("status") or "draft"
     if status not in ("draft", "running", "stopped"):
         raise ModelError(f"field 'status' must be draft, running or stopped, got {status!r}")
+    mode, mode_problem = _mode(r, key)
     return Experiment(
         id=r.entity.id,
         key=key,
@@ -171,7 +173,20 @@ def parse_experiment(r: FieldReader) -> Experiment:
         goal_event=r.text("goalEvent"),
         control_weight=r.number("controlWeight", low=0),
         winner=r.integer("winner"),
+        mode=mode,
+        mode_problem=mode_problem,
     )
+
+
+def _mode(r: FieldReader, key: str) -> tuple[ExperimentMode, str | None]:
+    """`mode`: `ab` (also when empty) or `bandit`; anything else runs as `ab`, with the problem
+    reported (an editor's typo must not stop the test)."""
+    mode = r.raw("mode")
+    if mode is None or mode in ("", "ab"):
+        return "ab", None
+    if mode == "bandit":
+        return "bandit", None
+    return "ab", f"experiment {key}: mode {mode!r} is neither 'ab' nor 'bandit'; it runs as 'ab'"
 
 
 def _namespace(spec: Mapping[str, Any]) -> Namespace | None:

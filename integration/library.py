@@ -8,7 +8,7 @@ compiles the rest. The `Library` answers slot lookups and pre-encoded, localized
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -139,6 +139,7 @@ class _Compiler:
     def compile(self) -> Library:
         audiences = self.parse_all(AUDIENCE, parse_audience)
         experiments = self.parse_all(EXPERIMENT, parse_experiment)
+        self._mode_problems(experiments.values())
         variants = self.parse_all(VARIANT, lambda r: self._variant(r, audiences, experiments))
         slots = self.parse_all(SLOT, lambda r: self._slot(r, variants))
         templates = self.parse_all(TEMPLATE, lambda r: self._template(r, slots))
@@ -154,6 +155,15 @@ class _Compiler:
             kill_switch=kill_switch,
             resolver=Resolver(self.content.entities, chains, self.link_depth),
         )
+
+    def _mode_problems(self, experiments: Iterable[Experiment]) -> None:
+        """An unknown `mode` runs as `ab`: reported like the other repaired experiment fields."""
+        for experiment in experiments:
+            if experiment.mode_problem is None:
+                continue
+            problem = experiment.mode_problem
+            self.issues.append(LibraryIssue(experiment.id, EXPERIMENT, problem))
+            log.warning("library.experiment_invalid", experiment=experiment.key, problem=problem)
 
     def _variant(
         self, r: FieldReader, audiences: dict[str, Audience], experiments: dict[str, Experiment]

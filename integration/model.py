@@ -22,6 +22,7 @@ SETTINGS = "mbSettings"
 
 Condition = CompiledCondition
 CapPeriod = Literal["session", "day", "week", "lifetime"]
+ExperimentMode = Literal["ab", "bandit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,10 @@ class Experiment:
     goal_event: str | None = None
     control_weight: float | None = None
     winner: int | None = None
+    mode: ExperimentMode = "ab"
+    """`ab`: the editor's weights; `bandit`: weights moved by Thompson sampling (learning.md)."""
+    mode_problem: str | None = None
+    """Why the editor's `mode` was not understood (then `ab`): reported as a library issue."""
 
 
 @dataclass(frozen=True, slots=True)

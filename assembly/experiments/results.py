@@ -10,12 +10,15 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 from assembly.config import DecisionSettings
 from assembly.decision_state import TestMeta
 from assembly.exceptions import ExperimentNotFound
+from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.assignment import experiment_meta
+from assembly.experiments.bandit_results import BanditRecord, allocation_table, bandit_section
 from assembly.experiments.stats import chance_to_beat, rate, relative_uplift, srm, two_sided_p
 from assembly.store import TestCounts, read_counts
 from core.redis import Keys
@@ -46,7 +49,12 @@ async def experiment_results(
     if meta is None:  # data without metadata: the arms as recorded, equal shares
         labels = tuple(counts.labels)
         meta = TestMeta("experiment", labels, (1 / max(len(labels), 1),) * len(labels), None)
-    return results_document(key, counts, meta, found[0] if found else None, settings)
+    experiment = found[0] if found else None
+    bandit = None
+    if experiment is not None and experiment.mode == "bandit":
+        store = AllocationStore(redis, keys)
+        bandit = BanditRecord(await store.get(key), await store.history(key))
+    return results_document(key, counts, meta, experiment, settings, bandit)
 
 
 def results_document(
@@ -55,9 +63,15 @@ def results_document(
     meta: TestMeta,
     experiment: Experiment | None,
     settings: DecisionSettings,
+    bandit: BanditRecord | None = None,
 ) -> dict[str, Any]:
     """One row per arm by variant key: the current arms in list order (`arm` is the position),
-    then arms no longer in the split that still have data (`arm: null`, no weight)."""
+    then arms no longer in the split that still have data (`arm: null`, no weight).
+
+    A bandit's rows carry the weights in force, and its SRM check expects the visitors its
+    allocations over time should have sent each arm (`bandit_results`)."""
+    if bandit is not None:
+        meta = bandit.meta(meta)
     current = list(meta.arms)
     retired = [label for label in counts.labels if label not in current]
     control = current[0] if current else CONTROL
@@ -68,10 +82,12 @@ def results_document(
         weight = meta.weights[position] if position is not None else None
         arms.append(_row(label, position, weight, counts, (c_0, n_0)))
     visitors = [counts.visitors.get(label, 0) for label in current]
-    ratio = srm(visitors, meta.weights[: len(current)])
-    return {
+    intended = bandit.expected(meta, visitors) if bandit else meta.weights[: len(current)]
+    ratio = srm(visitors, intended)
+    document: dict[str, Any] = {
         "experiment": key,
         "status": experiment.status if experiment else None,
+        "mode": experiment.mode if experiment else None,
         "goalEvent": meta.goal,
         "arms": arms,
         "srm": {
@@ -82,6 +98,11 @@ def results_document(
             "expected": list(ratio.expected) if ratio else None,
         },
     }
+    if bandit is not None:
+        document["bandit"] = bandit_section(
+            key, bandit, meta, counts, settings.bandit_min_exploration
+        )
+    return document
 
 
 def _row(
@@ -113,8 +134,16 @@ def _row(
     return row
 
 
-def results_table(document: dict[str, Any]) -> Table:
-    """The results as a terminal table (`cli.py results KEY`)."""
+def results_table(document: dict[str, Any]) -> RenderableType:
+    """The results as a terminal table (`cli.py results KEY`); a bandit's allocation over
+    time, chance to be best and regret below it."""
+    table = _arms_table(document)
+    if "bandit" not in document:
+        return table
+    return Group(table, allocation_table(document))
+
+
+def _arms_table(document: dict[str, Any]) -> Table:
     srm_info = document["srm"]
     caption = (
         f"goal: {document['goalEvent'] or '-'} · SRM chi-square p="

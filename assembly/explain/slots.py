@@ -192,7 +192,7 @@ def _experiment(
     """`rules._experiment`: bucketing decides; an assigned arm must itself be eligible."""
     experiment = variant.experiment
     assert experiment is not None
-    arms = trace.slot.arms[experiment.key]
+    arms = env.allocations.arms(trace.slot.arms[experiment.key])
     reading = bucketing_reading(arms, visitor, env.state)
     decision = assign(arms, visitor, env.state, trace.slot.key, env.now_ts)
     served = decision.variant

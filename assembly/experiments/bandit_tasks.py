@@ -1,0 +1,159 @@
+"""The bandits' two background tasks: one replica updates the weights, every replica loads them.
+
+- `bandit_forever`: every `bandit_update_seconds`, the replica that gets the lease
+  (`<p>:decisions:bandit:lease`, `integration.store.SyncLock`) recomputes each running bandit's
+  weights from its counters (`update_bandits`). An allocation younger than half the period is
+  left alone, so replicas whose timers fire one after the other do not update twice.
+- `AllocationWatcher`: every `bandit_poll_seconds`, one GET of the version; the weights are
+  reloaded into process memory only when it moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from assembly import metrics
+from assembly.config import DecisionSettings
+from assembly.experiments.allocation import (
+    EMPTY_ALLOCATIONS,
+    Allocation,
+    Allocations,
+    AllocationStore,
+    BanditKeys,
+)
+from assembly.experiments.bandit import ArmData, run_seed, thompson_weights
+from assembly.ports import LibrarySource
+from assembly.store import read_counts
+from core.cancellation import reraise_if_cancelling
+from core.redis import Keys
+from integration.library import Library
+from integration.model import Arms
+from integration.store import SyncLock
+
+log = structlog.get_logger()
+LEASE_SECONDS = 30.0
+
+
+def bandit_arms(library: Library) -> list[Arms]:
+    """The running bandits without a winner, each with its arms in the first slot using it."""
+    found: dict[str, Arms] = {}
+    for slot in library.slots.values():
+        for key, arms in slot.arms.items():
+            experiment = arms.experiment
+            live = experiment.status == "running" and experiment.winner is None
+            if live and experiment.mode == "bandit":
+                found.setdefault(key, arms)
+    return list(found.values())
+
+
+async def update_bandits(
+    redis: Redis, keys: Keys, settings: DecisionSettings, library: Library, now: float
+) -> list[Allocation]:
+    """New weights for every running bandit whose allocation is due; the ones stored."""
+    store = AllocationStore(redis, keys, settings.bandit_history)
+    stored = []
+    for arms in bandit_arms(library):
+        allocation = await _update(redis, keys, store, arms, settings, now)
+        if allocation is not None:
+            stored.append(allocation)
+    return stored
+
+
+async def _update(
+    redis: Redis,
+    keys: Keys,
+    store: AllocationStore,
+    arms: Arms,
+    settings: DecisionSettings,
+    now: float,
+) -> Allocation | None:
+    key = arms.experiment.key
+    current = await store.get(key)
+    if current is not None and now - current.at < settings.bandit_update_seconds / 2:
+        return None
+    counts = await read_counts(redis, keys, key)
+    labels = arms.labels
+    data = [ArmData(x, counts.visitors.get(x, 0), counts.conversions.get(x, 0)) for x in labels]
+    total = sum(a.visitors for a in data)
+    version = (current.version if current else 0) + 1
+    weights, chance = thompson_weights(
+        data, settings.bandit_min_exploration, run_seed(key, version)
+    )
+    expected = _expected(current, arms, total)
+    allocation = Allocation(version, now, labels, tuple(weights), tuple(chance), expected, total)
+    await store.put(key, allocation)
+    metrics.BANDIT_UPDATES.inc()
+    log.info(
+        "assembly.bandit.updated",
+        experiment=key,
+        version=version,
+        visitors=total,
+        weights=dict(zip(labels, (round(w, 4) for w in weights), strict=True)),
+    )
+    return allocation
+
+
+def _expected(current: Allocation | None, arms: Arms, total: int) -> dict[str, float]:
+    """Expected visitors per arm up to now: the last allocation's tally plus the visitors since
+    it, spread by its weights. Before the first allocation (or when the arms changed since)
+    the weights bucketing used were the editor's (or the equal split) in `arms`."""
+    labels = arms.labels
+    if current is None or set(current.labels) != set(labels):
+        return {x: total * w for x, w in zip(labels, arms.weights, strict=True)}
+    since = max(total - current.counted, 0)
+    weights = current.by_label()
+    return {x: current.expected.get(x, 0.0) + since * weights[x] for x in labels}
+
+
+async def bandit_forever(
+    redis: Redis, keys: Keys, settings: DecisionSettings, libraries: LibrarySource
+) -> None:
+    """Update the bandits every `bandit_update_seconds`, on the replica holding the lease."""
+    lock = SyncLock(redis, BanditKeys.of(keys).lease, LEASE_SECONDS)
+    while True:
+        await asyncio.sleep(settings.bandit_update_seconds)
+        library = libraries.library
+        if library is None or not bandit_arms(library):
+            continue
+        try:
+            async with lock.held() as mine:
+                if mine:
+                    await update_bandits(redis, keys, settings, library, time.time())
+        except (RedisError, OSError) as exc:
+            reraise_if_cancelling(exc)
+            log.warning("assembly.bandit.update_failed", error=str(exc))
+
+
+class AllocationWatcher:
+    """Holds this replica's bandit weights (`allocations`) and keeps them current."""
+
+    def __init__(self, store: AllocationStore, poll_seconds: float) -> None:
+        self.store = store
+        self.allocations = EMPTY_ALLOCATIONS
+        self._poll = poll_seconds
+        self._seen = -1
+
+    async def refresh(self) -> bool:
+        """Reload when the stored version moved; whether it did."""
+        if await self.store.version() == self._seen:
+            return False
+        version, found = await self.store.load()
+        self.allocations = Allocations(found, version)
+        self._seen = version
+        metrics.BANDIT_ALLOCATIONS.set(len(found))
+        log.info("assembly.bandit.loaded", version=version, experiments=len(found))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelling(exc)
+                log.warning("assembly.bandit.load_failed", error=str(exc))
+            await asyncio.sleep(self._poll)
