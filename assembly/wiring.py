@@ -16,6 +16,8 @@ from assembly.config import DecisionSettings
 from assembly.decision_log.service import DecisionLog
 from assembly.decision_state import PendingWrites
 from assembly.engine import DecisionEngine
+from assembly.experiments.allocation import AllocationStore
+from assembly.experiments.bandit_tasks import AllocationWatcher, bandit_forever
 from assembly.fallback import FallbackLibrary
 from assembly.killswitch import KillSwitchStore, SwitchWatcher
 from assembly.last_good import SnapshotWriter
@@ -48,6 +50,7 @@ class DecisionRuntime:
     writer: DecisionWriter
     engine: DecisionEngine
     models: ModelHolder
+    bandits: AllocationWatcher
 
     @staticmethod
     def build(
@@ -64,6 +67,8 @@ class DecisionRuntime:
         writer = DecisionWriter(redis, keys, settings, pending, sink)
         models = ModelHolder(ModelStore(redis, keys), settings.model_poll_seconds)
         serving = models if settings.model_enabled else None
+        store = AllocationStore(redis, keys, settings.bandit_history)
+        bandits = AllocationWatcher(store, settings.bandit_poll_seconds)
         return DecisionRuntime(
             redis=redis,
             keys=keys,
@@ -73,8 +78,11 @@ class DecisionRuntime:
             switches=switches,
             watcher=watcher,
             writer=writer,
-            engine=DecisionEngine(settings, switches=watcher, writer=writer, models=serving),
+            engine=DecisionEngine(
+                settings, switches=watcher, writer=writer, models=serving, allocations=bandits
+            ),
             models=models,
+            bandits=bandits,
         )
 
     async def start(self, tasks: BackgroundTasks) -> None:
@@ -83,6 +91,10 @@ class DecisionRuntime:
             await asyncio.wait_for(self.watcher.refresh(), timeout=2.0)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("assembly.kill_switch.load_failed", error=str(exc))
+        try:
+            await asyncio.wait_for(self.bandits.refresh(), timeout=2.0)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("assembly.bandit.load_failed", error=str(exc))
         tasks.spawn(self.reader.reads.hold(), name="decision-read-connections")
         tasks.spawn(self.writer.run(), name="decision-writer")
         tasks.spawn(self.watcher.run(self.redis), name="kill-switch-watch")
@@ -91,6 +103,11 @@ class DecisionRuntime:
         tasks.spawn(
             guardrail_forever(self.redis, self.keys, self.settings, self.libraries, self.switches),
             name="rollout-guardrail",
+        )
+        tasks.spawn(self.bandits.run(), name="bandit-weights-watch")
+        tasks.spawn(
+            bandit_forever(self.redis, self.keys, self.settings, self.libraries),
+            name="bandit-update",
         )
 
 
