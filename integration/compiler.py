@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from assembly.targeting.compiler import compile_condition
@@ -40,9 +41,19 @@ class ModelError(ValueError):
 
 
 class FieldReader:
-    def __init__(self, entity: Entity, locale: str) -> None:
+    """Reads one entity's fields in one locale.
+
+    `conditions` (spec JSON → compiled condition) lets equal conditions share one compiled
+    object across entries and across compiles: less memory, and an unchanged entry compiles to
+    a value equal to the previous one, which is what lets the incremental library stop there.
+    """
+
+    def __init__(
+        self, entity: Entity, locale: str, conditions: dict[bytes, Condition] | None = None
+    ) -> None:
         self.entity = entity
         self._locale = locale
+        self._conditions = conditions
 
     def raw(self, name: str) -> Any:
         values = self.entity.fields.get(name)
@@ -106,10 +117,17 @@ class FieldReader:
         spec = self.mapping(name)
         if not spec:
             return None
+        memo_key = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+        known = self._conditions.get(memo_key) if self._conditions is not None else None
+        if known is not None:
+            return known
         try:
-            return compile_condition(spec)
+            compiled = compile_condition(spec)
         except ConditionError as exc:
             raise ModelError(f"field {name!r} is not a valid condition: {exc}") from exc
+        if self._conditions is not None:
+            self._conditions[memo_key] = compiled
+        return compiled
 
     def date(self, name: str) -> datetime | None:
         value = self.text(name)

@@ -7,6 +7,7 @@ compiles the rest. The `Library` answers slot lookups and pre-encoded, localized
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from integration.model import (
     TEMPLATE,
     VARIANT,
     Audience,
+    Condition,
     Experiment,
     LibraryIssue,
     Slot,
@@ -43,6 +45,10 @@ from integration.store import StoredContent
 
 log = structlog.get_logger()
 T = TypeVar("T")
+_EMPTY_STYLE = orjson.Fragment(b"{}")  # most answers carry no style: one shared fragment
+
+
+RenderKey = tuple[str, str, str]  # (entry id, variant id or "", locale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,30 +70,57 @@ class Library:
     kill_switch: bool = False
     built_at: float = field(default_factory=time.time)
     resolver: Resolver | None = None
-    _rendered: dict[tuple[str, str, str], RenderedEntry | None] = field(
+    _rendered: dict[RenderKey, RenderedEntry | None] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _render_deps: dict[str, set[RenderKey]] = field(default_factory=dict, repr=False, compare=False)
+    """Entity key → the cached renders that read it (over-approximate: stale members are fine)."""
 
     def render(self, entry_id: str, variant: Variant | None, locale: str) -> RenderedEntry | None:
-        """Localized entry and merged style for a slot answer; cached for the snapshot's life."""
+        """Localized entry and merged style for a slot answer; cached for the snapshot's life
+        and carried into the next snapshot when nothing it read changed (`carried_renders`)."""
         cache_key = (entry_id, variant.id if variant else "", locale)
         if cache_key in self._rendered:
             return self._rendered[cache_key]
-        rendered = self._render(entry_id, variant, locale)
+        read: set[str] = set()
+        rendered = self._render(entry_id, variant, locale, read)
+        if variant is not None:
+            read.add(entity_key("Entry", variant.id))
+        for key in read:  # the dependencies first, then the entry they guard
+            self._render_deps.setdefault(key, set()).add(cache_key)
         self._rendered[cache_key] = rendered
         return rendered
 
-    def _render(self, entry_id: str, variant: Variant | None, locale: str) -> RenderedEntry | None:
-        entry = self.resolver.entry(entry_id, locale) if self.resolver else None
+    def _render(
+        self, entry_id: str, variant: Variant | None, locale: str, read: set[str]
+    ) -> RenderedEntry | None:
+        entry = self.resolver.entry(entry_id, locale, read) if self.resolver else None
         if entry is None:
             return None
         own_style = entry["fields"].get("style")
         style = dict(own_style) if isinstance(own_style, dict) else {}
         if variant is not None:
             style.update(variant.style)
+        encoded_style = orjson.dumps(style)
         return RenderedEntry(
-            entry=orjson.Fragment(orjson.dumps(entry)), style=orjson.Fragment(orjson.dumps(style))
+            entry=orjson.Fragment(orjson.dumps(entry)),
+            style=_EMPTY_STYLE if encoded_style == b"{}" else orjson.Fragment(encoded_style),
         )
+
+    def carried_renders(
+        self, changed: Iterable[str]
+    ) -> tuple[dict[RenderKey, RenderedEntry | None], dict[str, set[RenderKey]]]:
+        """This snapshot's render cache without what read a `changed` entity key, for the next.
+
+        The copies are flat (C-level dict copies); only the renders of changed keys are dropped.
+        The dependency sets are shared with this snapshot: a later render adds to both, which
+        only widens what a later change drops.
+        """
+        rendered, deps = self._rendered.copy(), self._render_deps.copy()
+        for key in changed:
+            for cache_key in deps.pop(key, ()):
+                rendered.pop(cache_key, None)
+        return rendered, deps
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -99,20 +132,32 @@ class Library:
 
 
 class _Compiler:
-    def __init__(self, content: StoredContent, link_depth: int) -> None:
+    """The full compile; `integration.builder` reuses its per-entry rules one entry at a time."""
+
+    def __init__(
+        self,
+        content: StoredContent,
+        link_depth: int,
+        conditions: dict[bytes, Condition] | None = None,
+    ) -> None:
         self.content = content
         self.link_depth = link_depth
+        self.conditions = conditions
         self.issues: list[LibraryIssue] = []
         locales = content.locales
         default = next((x.code for x in locales if x.default), None)
         self.default_locale = default or (locales[0].code if locales else "en-US")
-        self.by_type: dict[str, list[Entity]] = {}
-        for entity in content.entities.values():
+
+    @functools.cached_property
+    def by_type(self) -> dict[str, list[Entity]]:
+        by_type: dict[str, list[Entity]] = {}
+        for entity in self.content.entities.values():
             if entity.kind == "Entry" and entity.content_type:
-                self.by_type.setdefault(entity.content_type, []).append(entity)
+                by_type.setdefault(entity.content_type, []).append(entity)
+        return by_type
 
     def reader(self, entity: Entity) -> FieldReader:
-        return FieldReader(entity, self.default_locale)
+        return FieldReader(entity, self.default_locale, self.conditions)
 
     def report(self, entity: Entity, problem: str) -> None:
         self.issues.append(LibraryIssue(entity.id, entity.content_type, problem))

@@ -9,6 +9,7 @@ or beyond the depth stays a link; a link to a missing or unpublished target is d
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from integration.schemas import Entity, Locale, entity_key
@@ -43,39 +44,56 @@ class Resolver:
         self._chains = chains
         self._depth = depth
 
-    def entry(self, entry_id: str, locale: str) -> dict[str, Any] | None:
-        entity = self._entities.get(entity_key("Entry", entry_id))
+    def entry(
+        self, entry_id: str, locale: str, read: set[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The entry localized and resolved; `read` collects every entity key the answer
+        depends on (the entry and each link met, found or not), for cache invalidation."""
+        key = entity_key("Entry", entry_id)
+        seen = read if read is not None else set()
+        seen.add(key)
+        entity = self._entities.get(key)
         if entity is None:
             return None
-        return self._render(entity, self._chains.get(locale, (locale,)), (entity.key,), self._depth)
+        chain = self._chains.get(locale, (locale,))
+        return self._render(entity, _Walk(chain, seen), (entity.key,), self._depth)
 
     def _render(
-        self, entity: Entity, chain: tuple[str, ...], path: tuple[str, ...], depth: int
+        self, entity: Entity, walk: _Walk, path: tuple[str, ...], depth: int
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         for name, values in entity.fields.items():
-            found, value = localized(values, chain)
+            found, value = localized(values, walk.chain)
             if found:
-                resolved = self._value(value, chain, path, depth)
+                resolved = self._value(value, walk, path, depth)
                 if resolved is not _DROP:
                     fields[name] = resolved
         if entity.kind == "Asset":
             return {"id": entity.id, "type": "Asset", "fields": fields}
         return {"id": entity.id, "contentType": entity.content_type, "fields": fields}
 
-    def _value(self, value: Any, chain: tuple[str, ...], path: tuple[str, ...], depth: int) -> Any:
+    def _value(self, value: Any, walk: _Walk, path: tuple[str, ...], depth: int) -> Any:
         if isinstance(value, list):
-            items = (self._value(v, chain, path, depth) for v in value)
+            items = (self._value(v, walk, path, depth) for v in value)
             return [v for v in items if v is not _DROP]
         link = _as_link(value)
         if link is None:
             return value
+        walk.read.add(link)
         target = self._entities.get(link)
         if target is None:
             return _DROP
         if depth <= 0 or link in path:
             return {"id": target.id, "type": "Link", "linkType": target.kind}
-        return self._render(target, chain, (*path, link), depth - 1)
+        return self._render(target, walk, (*path, link), depth - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """One resolution: the locale chain, and the entity keys it has read."""
+
+    chain: tuple[str, ...]
+    read: set[str]
 
 
 _DROP: Any = object()

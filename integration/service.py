@@ -3,8 +3,11 @@
 `LibraryHolder` swaps in a newly compiled snapshot whenever the content version moves: told by
 pub/sub, checked again on a timer (a missed message or a reconnect still converges). A message
 that names its changed keys (`ContentChange`, sent by webhooks) is applied as a patch: only those
-keys are re-read and the library is recompiled from the entities kept in memory. The sync
-loop runs one sync per interval under a Redis lock, so one replica syncs at a time.
+keys are re-read, and the incremental builder (`integration.builder`) recompiles only what they
+touch. A full reload is diffed against the builder, so it too recompiles only what differs; a
+generation this process validated (`prepare`) is adopted instead of compiled twice. Compiles run
+in a worker thread, off the event loop. The sync loop runs one sync per interval under a Redis
+lock, so one replica syncs at a time.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from redis.exceptions import RedisError
 from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from integration import metrics
+from integration.builder import LibraryBuilder
 from integration.exceptions import ContentfulError
-from integration.library import Library, compile_library
+from integration.library import Library
 from integration.schemas import Entity
 from integration.store import ContentChange, ContentStore, Generation, StoredContent, SyncLock
 from integration.sync import SyncService, sync_once_locked
@@ -54,6 +58,8 @@ class LibraryHolder:
         self.library: Library | None = None
         self.loaded = asyncio.Event()
         self._content: StoredContent | None = None  # what `library` was compiled from
+        self._builder: LibraryBuilder | None = None  # compiled state behind `library`
+        self._prepared: LibraryBuilder | None = None  # a validated generation, see `prepare`
         self.on_install = on_install
         self.on_store_lost = on_store_lost
         self.store_lost_since: float | None = None
@@ -79,8 +85,51 @@ class LibraryHolder:
             content = await self._store.load()
             if content.epoch is None or (live is not None and content.version < live):
                 return False
-            await self._install(content)
+            builder, library = await self._compiled(self._base_for(content), content, None)
+            await self._install(library, replace(content, entities=builder.entities))
             return True
+
+    def prepare(self, content: StoredContent) -> Library:
+        """Compile a staged generation (the sync's validator, in a worker thread) and keep it:
+        the refresh after its install then only applies what differs from it."""
+        builder = LibraryBuilder(content, link_depth=self._link_depth)
+        self._prepared = builder
+        assert builder.library is not None
+        return builder.library
+
+    def _base_for(self, content: StoredContent) -> LibraryBuilder | None:
+        """The builder a full read is diffed against: a prepared generation, else the live one;
+        None (compile from nothing) when the locales changed."""
+        prepared, self._prepared = self._prepared, None
+        for builder in (prepared, self._builder):
+            if builder is not None and builder.locales == content.locales:
+                return builder
+        return None
+
+    async def _compiled(
+        self,
+        builder: LibraryBuilder | None,
+        content: StoredContent,
+        changes: Mapping[str, Entity | None] | None,
+    ) -> tuple[LibraryBuilder, Library]:
+        """The library at `content.version`, compiled in a worker thread: `changes` (None: a
+        full read, diffed against `builder`) applied to `builder`, or everything from nothing."""
+
+        def compile_now() -> tuple[LibraryBuilder, Library]:
+            if builder is None:
+                fresh = LibraryBuilder(content, link_depth=self._link_depth)
+                assert fresh.library is not None
+                return fresh, fresh.library
+            step = builder.diff(content.entities) if changes is None else changes
+            return builder, builder.apply(content.version, step)
+
+        try:
+            compiled = await asyncio.to_thread(compile_now)
+        except BaseException:
+            self._builder = None  # it may hold half a change: the next install starts afresh
+            raise
+        self._builder = compiled[0]
+        return compiled
 
     def _note_store_without_generation(self) -> None:
         """No epoch marker: a fresh store (nothing to do) or one that lost its data."""
@@ -114,17 +163,15 @@ class LibraryHolder:
                 return False
             if entities is None:
                 entities = await self._store.read_entities(change.keys)
-            merged = dict(content.entities)
-            for key, entity in entities.items():
-                if entity is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = entity
-            await self._install(replace(content, version=change.version, entities=merged))
+            builder = self._builder
+            if builder is None:
+                return False
+            patched = replace(content, version=change.version)
+            builder, library = await self._compiled(builder, patched, entities)
+            await self._install(library, replace(patched, entities=builder.entities))
             return True
 
-    async def _install(self, content: StoredContent) -> None:
-        library = await asyncio.to_thread(compile_library, content, link_depth=self._link_depth)
+    async def _install(self, library: Library, content: StoredContent) -> None:
         self.library = library
         self._content = content
         self.loaded.set()
