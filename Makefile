@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all bench-faults fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults bench-scale fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -33,6 +33,12 @@ bench: install
 bench-faults: install
 	@./scripts/need redis-server redis-server
 	$(UV) run --frozen python -m bench.faults
+
+# The scale table (issue 14) at 1k and 10k entities; `make bench-scale ARGS=--large` adds 50k and 100k.
+bench-scale: install
+	@./scripts/need redis-server redis-server
+	@./scripts/need wrk wrk
+	$(UV) run --frozen python -m bench.scale $(ARGS)
 
 # The other benchmarks: webhook → visible latency, event ingest, slot decisions vs growthbook.
 bench-all: bench
