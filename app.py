@@ -48,6 +48,7 @@ from core.ops import router as ops_router
 from core.redis import Keys, connect
 from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings, deferred
+from core.tasks import BackgroundTasks
 from core.timing import LatencyMiddleware
 from integration.config import ContentfulSettings
 from integration.preview_source import preview_source
@@ -156,6 +157,7 @@ class AppServices:
     segment_sync: SegmentSyncServices
     webhooks: WebhookServices
     assembly: AssemblyServices
+    tasks: BackgroundTasks
 
     def part(self, kind: type[T]) -> T:
         parts: tuple[object, ...] = (
@@ -187,10 +189,13 @@ def build_runtime(settings: AppSettings) -> IntegrationServices:
 
 
 async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppServices:
-    """Start every package; each registers its tasks and closers on `stack`, which closes
-    them in reverse: assembly, webhooks, segment_sync, integration, then Redis."""
+    """Start every package; each registers its closers and the shared `tasks` on `stack`.
+
+    Closing the stack first ends every task together (one bound), then runs the closers in
+    reverse: webhooks, segment_sync, then Redis."""
     redis, embedded = connect(settings.store)
     stack.push_async_callback(redis.aclose)
+    tasks = BackgroundTasks()
     keys = Keys(settings.store.key_prefix)
     identity = source_identity(settings.contentful)
     snapshot = SnapshotWriter(settings.service.snapshot_path, identity)
@@ -201,6 +206,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         settings.contentful,
         settings.service,
         stack,
+        tasks,
         embedded=embedded,
         on_install=snapshot.notify,
     )
@@ -210,6 +216,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         settings.segment,
         settings.store,
         stack,
+        tasks,
         embedded=embedded,
         hooks=[conversion_hook(redis, keys, settings)],
     )
@@ -221,6 +228,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         integration,
         segment.profiles,
         stack,
+        tasks,
     )
     ports = AssemblyPorts(
         holder=integration.holder,
@@ -240,6 +248,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         settings.preview,
         ports,
         stack,
+        tasks,
         link_depth=settings.service.link_depth,
     )
     admin = settings.service.admin_token
@@ -251,6 +260,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         segment_sync=segment,
         webhooks=webhooks,
         assembly=assembly,
+        tasks=tasks,
     )
 
 

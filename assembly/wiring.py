@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
@@ -127,13 +127,12 @@ class AssemblyPorts:
     """Told of a known user without a stored profile (the Profile API pull)."""
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class AssemblyServices:
     service: AssemblyService
     decisions: DecisionRuntime
     decision_log: DecisionLog
     preview: PreviewService
-    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
 
 async def start_assembly(
@@ -143,10 +142,11 @@ async def start_assembly(
     preview: PreviewSettings,
     ports: AssemblyPorts,
     stack: AsyncExitStack,
+    tasks: BackgroundTasks,
     *,
     link_depth: int,
 ) -> AssemblyServices:
-    """Build the services, then run their tasks until `stack` closes."""
+    """Build the services, then run their tasks in `tasks` until `stack` closes."""
     decisions = DecisionRuntime.build(
         redis, keys, settings, ports.holder, ports.profiles, sink=ports.sink
     )
@@ -172,8 +172,8 @@ async def start_assembly(
             link_depth=link_depth,
         ),
     )
-    stack.push_async_callback(parts.tasks.stop)
-    parts.tasks.spawn(ports.snapshot.run(), name="library-snapshot")
-    await decisions.start(parts.tasks)
-    parts.tasks.spawn(decision_log.writer.run(), name="decision-log-writer")
+    stack.push_async_callback(tasks.stop)
+    tasks.spawn(ports.snapshot.run(), name="library-snapshot")
+    await decisions.start(tasks)
+    tasks.spawn(decision_log.writer.run(), name="decision-log-writer")
     return parts

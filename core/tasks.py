@@ -1,4 +1,4 @@
-"""Background tasks of a started package, cancelled together at shutdown, boundedly."""
+"""The started app's background tasks, cancelled together at shutdown, boundedly."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ T = TypeVar("T")
 
 
 class BackgroundTasks:
-    """The tasks one package runs until shutdown (a finished task leaves the set by itself).
+    """The tasks the app runs until shutdown (a finished task leaves the set by itself).
 
-    A package's start function makes one, registers `stop` on the lifespan's exit stack
-    after its closers (so the tasks end before what they use is closed), and spawns into it.
+    app.py makes one and hands it to every package's start function, which registers `stop`
+    on the lifespan's exit stack after its own closers and spawns into it. The exit stack runs
+    the last registered `stop` first: it ends every package's tasks together, within one bound,
+    before any closer runs; the other registrations find nothing left (and still cover a
+    start-up that failed half way).
     """
 
     def __init__(self) -> None:

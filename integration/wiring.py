@@ -7,7 +7,6 @@ parts without starting anything (cli.py's one-off commands).
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -26,7 +25,7 @@ from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
 from integration.demo import DemoSource
 from integration.exceptions import ContentfulError
-from integration.library import Library, compile_library
+from integration.library import Library
 from integration.schemas import ContentSource
 from integration.service import LibraryHolder, sync_forever
 from integration.store import ContentStore, SyncLock
@@ -123,19 +122,22 @@ def build_integration(
     *,
     embedded: bool,
     on_install: Callable[[Library], None] | None = None,
+    tasks: BackgroundTasks | None = None,
 ) -> IntegrationServices:
-    """The parts, not started; `on_install` hears of every library the holder installs."""
+    """The parts, not started; `on_install` hears of every library the holder installs, and
+    `tasks` takes the syncs started later (the on-demand and store-lost ones)."""
     content = ContentStore(redis, keys)
-    depth = service.link_depth
-    validate = functools.partial(compile_library, link_depth=depth)
+    # The sync validates a generation by compiling it in the holder, which then adopts it.
+    holder = LibraryHolder(content, link_depth=service.link_depth, on_install=on_install)
     return IntegrationServices(
         redis=redis,
         embedded=embedded,
         keys=keys,
         content=content,
-        holder=LibraryHolder(content, link_depth=depth, on_install=on_install),
-        sync=SyncService(content_source(settings), content, validate=validate),
+        holder=holder,
+        sync=SyncService(content_source(settings), content, validate=holder.prepare),
         lock=SyncLock(redis, keys.sync_lock, ttl_seconds=settings.sync_lease_seconds),
+        tasks=tasks or BackgroundTasks(),
     )
 
 
@@ -145,15 +147,17 @@ async def start_integration(
     settings: ContentfulSettings,
     service: ServiceSettings,
     stack: AsyncExitStack,
+    tasks: BackgroundTasks,
     *,
     embedded: bool,
     on_install: Callable[[Library], None] | None = None,
 ) -> IntegrationServices:
-    """Build, then run the periodic sync and the library watch until `stack` closes."""
+    """Build, then run the periodic sync and the library watch in `tasks` until `stack`
+    closes."""
     parts = build_integration(
-        redis, keys, settings, service, embedded=embedded, on_install=on_install
+        redis, keys, settings, service, embedded=embedded, on_install=on_install, tasks=tasks
     )
-    stack.push_async_callback(parts.tasks.stop)
+    stack.push_async_callback(tasks.stop)
     full_resync_on_store_loss(parts)
     interval = settings.sync_interval_seconds
     parts.tasks.spawn(

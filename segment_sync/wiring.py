@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
@@ -28,7 +28,6 @@ class SegmentSyncServices:
     tracking: TrackingService
     profiles: RedisProfileStore
     consumer: EventConsumer | None = None
-    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
 
 async def start_segment_sync(
@@ -37,6 +36,7 @@ async def start_segment_sync(
     settings: SegmentSettings,
     store: StoreSettings,
     stack: AsyncExitStack,
+    tasks: BackgroundTasks,
     *,
     embedded: bool,
     hooks: Sequence[Hook] = (),
@@ -61,8 +61,8 @@ async def start_segment_sync(
             client = consumer_client(store.url, store, settings.consumer_block_ms)
             stack.push_async_callback(client.aclose)
         parts.consumer = EventConsumer(client, keys, settings, hooks=hooks)
-        stack.push_async_callback(parts.tasks.stop)  # before its client closes
-        parts.tasks.spawn(parts.consumer.run(), name="segment-consumer")
+        stack.push_async_callback(tasks.stop)  # before its client closes
+        tasks.spawn(parts.consumer.run(), name="segment-consumer")
     if not parts.tracking.enabled:
         log.info("segment.tracking.disabled", detail="SEGMENT_WRITE_KEYS unset")
     return parts

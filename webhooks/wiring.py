@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -39,7 +39,6 @@ class WebhookServices:
     segment: SegmentWebhook
     profiles: ProfilePuller | None = None
     """The Profile API pull; None unless it is configured."""
-    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     @property
     def on_miss(self) -> Callable[[str], None] | None:
@@ -61,6 +60,7 @@ def start_webhooks(
     integration: IntegrationServices,
     profiles: RedisProfileStore,
     stack: AsyncExitStack,
+    tasks: BackgroundTasks,
 ) -> WebhookServices:
     """`profiles` is the event pipeline's store (its TTL and erasure tombstones)."""
     parts = WebhookServices(
@@ -75,9 +75,9 @@ def start_webhooks(
         parts.profiles = ProfilePuller(client, profiles, redis, keys, settings.segment)
         stack.push_async_callback(parts.profiles.aclose)
         log.info("segment.profile_api.enabled", url=settings.segment.profile_url)
-    stack.push_async_callback(parts.tasks.stop)
+    stack.push_async_callback(tasks.stop)
     if parts.contentful is not None:
-        parts.tasks.spawn(parts.contentful.resync.run(), name="contentful-resync")
+        tasks.spawn(parts.contentful.resync.run(), name="contentful-resync")
     return parts
 
 
