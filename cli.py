@@ -62,17 +62,24 @@ def _shared_settings(command: str) -> application.AppSettings:
     return settings
 
 
+WORKER_START_SECONDS = 60
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default BRIDGE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default BRIDGE_PORT, 8080).")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, help="Processes sharing the port (more than 1 needs REDIS_URL)."),
+    ] = 1,
 ) -> None:
     """Run the HTTP service."""
     import uvicorn
 
     from core.server import uvicorn_options
 
-    settings = _settings()
+    settings = _shared_settings("serve --workers") if workers > 1 else _settings()
     bind_host = host or settings.service.host
     bind_port = port or settings.service.port
     configure_logging(settings.service.log_level, json=settings.service.log_json)
@@ -85,6 +92,15 @@ def serve(
             markup=False,
         )
     options = {**uvicorn_options(settings.service), "host": bind_host, "port": bind_port}
+    if workers > 1:
+        # Each worker process builds the app and its settings from the environment; the HTTP
+        # protocol reads its limits from there too (a class made here would not pickle).
+        # A worker answers the supervisor's health pings only once it has imported the app
+        # (seconds on a busy machine): uvicorn's 5 s default would kill workers mid-start.
+        options["http"] = "core.server:BridgeHttpProtocol"
+        options["timeout_worker_healthcheck"] = WORKER_START_SECONDS
+        uvicorn.run("app:create_app", factory=True, workers=workers, **options)
+        return
     uvicorn.run(application.create_app(settings), **options)
 
 

@@ -96,3 +96,9 @@ def test_a_failing_command_prints_one_line_and_exits_non_zero(tmp_path: Path) ->
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("microbridge: results failed: ConnectionError: ")
     assert "Traceback" not in result.stderr
+
+
+def test_serve_with_workers_refuses_the_embedded_store(tmp_path: Path) -> None:
+    result = run_bare("serve", "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "microbridge: serve --workers needs the shared store: set REDIS_URL" in result.stderr
