@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all bench-faults bench-scale fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-learning-bandit fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -39,6 +39,12 @@ bench-scale: install
 	@./scripts/need redis-server redis-server
 	@./scripts/need wrk wrk
 	$(UV) run --frozen python -m bench.scale $(ARGS)
+
+# Bandit mode (issue 13): a population with known conversion rates through the tracking API and
+# assemble, the bandit against the uniform split and the oracle (about 5 minutes).
+bench-learning-bandit: install
+	@./scripts/need redis-server redis-server
+	$(UV) run --frozen python -m bench.bandit_sim $(ARGS)
 
 # The other benchmarks: webhook → visible latency, event ingest, slot decisions vs growthbook.
 bench-all: bench
