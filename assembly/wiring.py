@@ -26,8 +26,8 @@ from assembly.learning.store import ModelStore
 from assembly.ports import LibrarySource
 from assembly.preview.config import PreviewSettings
 from assembly.preview.drafts import DraftSource
-from assembly.preview.runtime import build_preview
 from assembly.preview.service import PreviewService
+from assembly.preview.wiring import build_preview
 from assembly.service import AssemblyService
 from assembly.store import DecisionStateStore, PipelinedProfiles
 from assembly.writer import DecisionWriter, EventSink, guardrail_forever
