@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-learning-bandit fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-learning-bandit bench-learning-model fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -45,6 +45,12 @@ bench-scale: install
 bench-learning-bandit: install
 	@./scripts/need redis-server redis-server
 	$(UV) run --frozen python -m bench.bandit_sim $(ARGS)
+
+# Model-scored variants (issue 13): planted ground truth through the tracking API and assemble,
+# then `cli.py train`, insights, and the model's choices per segment (about 3 minutes).
+bench-learning-model: install
+	@./scripts/need redis-server redis-server
+	$(UV) run --frozen python -m bench.model_sim $(ARGS)
 
 # The other benchmarks: webhook → visible latency, event ingest, slot decisions vs growthbook.
 bench-all: bench

@@ -15,18 +15,20 @@ GrowthBook comparison are decided three ways, a fresh `DecisionEnv` per page vie
 
 To time the model's cost alone, the two ways run with a threshold never reached (1.0) and
 the model term weighted 0: every conflict evaluates the model, yet the rules decide, and the
-answers are checked to be the rules'. A fourth run lets the model choose (threshold 0.1), for
-information: its decisions differ (and skip the rule score), so it is not the cost measure.
+answers are checked to be the rules'. The same is timed on the demo's own priorities (few
+conflicts, so the model is rarely evaluated: the usual case). A last run lets the model choose
+(threshold 0.1), for information: its decisions differ (and skip the rule score), so it is not
+the cost measure.
 
-Reported: microseconds per slot decision (the best of 7 interleaved rounds, each the median of
-5 repeats) and the ratio to rules (goal: at most 1.25x).
+Reported: microseconds per slot decision, the fastest of 15 interleaved rounds of 3 runs each
+(on a shared machine the fastest run is the one least disturbed), and the ratio to rules (goal:
+at most 1.25x).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from assembly.visitor import Visitor
 from integration.model import Slot
 
 GOAL = 1.25
-ROUNDS = 7
+ROUNDS = 15
 FEATURES = [
     {"path": "audiences:cart_abandoners", "kind": "audience"},
     {"path": "audiences:video_lovers", "kind": "audience"},
@@ -83,6 +85,9 @@ class ModelCostResult:
     precomputed_ratio: float
     model_choices: int
     kept: str
+    published_rules_per_slot_us: float
+    published_in_process_per_slot_us: float
+    published_ratio: float
 
 
 def tied_slots(slots: Sequence[Slot], threshold: float | None = 0.1) -> list[Slot]:
@@ -122,14 +127,13 @@ def bench_model(slots: Sequence[Slot], seed: int = 11) -> CompiledModel:
     return CompiledModel(decode(encode(body)))
 
 
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()
+def _fastest_seconds(run: Callable[[], object], repeats: int) -> float:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
         run()
         samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+    return min(samples)
 
 
 def run_model_cost(
@@ -137,7 +141,7 @@ def run_model_cost(
     visitors: Sequence[Visitor],
     env: DecisionEnv,
     now: datetime,
-    repeats: int = 5,
+    repeats: int = 3,
 ) -> ModelCostResult:
     # Overhead: the model is evaluated for every conflict (threshold 1.0 is never reached, the
     # model term weighs 0), so the decisions stay the rules' and only the model's cost is added.
@@ -174,17 +178,29 @@ def run_model_cost(
     in_process = pages(lambda i, v: VisitorScores(model, v))
     precomputed = pages(lambda i, v: Precomputed(model, v, stored[i]))
     choosing_run = pages(lambda i, v: VisitorScores(model, v), choosing, env)
+    # The demo's own priorities (few conflicts), every slot asking for model choice.
+    published = [dataclasses.replace(s, model_threshold=1.0) for s in slots]
+    published_rules = pages(lambda i, v: None, published)
+    published_model = pages(lambda i, v: VisitorScores(model, v), published)
     served = [[d.variant for d in p] for p in rules()]
     for run in (in_process, precomputed):
         assert [[d.variant for d in p] for p in run()] == served, "the rules must still decide"
     choices = sum("model" in d.reason for page in choosing_run() for d in page)
     decisions = len(visitors) * len(slots)
     timings: dict[str, list[float]] = {}
-    runs = (("rules", rules), ("in", in_process), ("pre", precomputed), ("choose", choosing_run))
+    runs = (
+        ("rules", rules),
+        ("in", in_process),
+        ("pre", precomputed),
+        ("choose", choosing_run),
+        ("pub rules", published_rules),
+        ("pub model", published_model),
+    )
     for _ in range(ROUNDS):  # interleaved: a noisy neighbour hurts all of them alike
         for name, run in runs:
-            timings.setdefault(name, []).append(_median_seconds(run, repeats))
+            timings.setdefault(name, []).append(_fastest_seconds(run, repeats))
     base, inner, pre, choose = (min(timings[n]) for n in ("rules", "in", "pre", "choose"))
+    pub_rules, pub_model = min(timings["pub rules"]), min(timings["pub model"])
     return ModelCostResult(
         slots=len(slots),
         tied_slots=sum(1 for s in evaluated if len(s.variants) >= 2),
@@ -197,22 +213,29 @@ def run_model_cost(
         precomputed_ratio=pre / base,
         model_choices=choices,
         kept="in process" if inner <= pre else "precomputed",
+        published_rules_per_slot_us=pub_rules / decisions * 1e6,
+        published_in_process_per_slot_us=pub_model / decisions * 1e6,
+        published_ratio=pub_model / pub_rules,
     )
 
 
 def report(result: ModelCostResult) -> str:
-    verdict = "met" if min(result.in_process_ratio, result.precomputed_ratio) <= GOAL else "NOT met"
+    worst = "met" if result.in_process_ratio <= GOAL else "NOT met"
+    usual = "met" if result.published_ratio <= GOAL else "NOT met"
     return (
         f"\nmodel scoring: {result.slots} slots ({result.tied_slots} with 2+ variants, all at one"
         f" priority), {result.features} features; the model evaluated on every conflict, the"
         f" rules still deciding\n"
         f"  rules only          {result.rules_per_slot_us:8.2f} us per slot decision\n"
         f"  model in process    {result.in_process_per_slot_us:8.2f} us  "
-        f"({result.in_process_ratio:.3f}x)\n"
+        f"({result.in_process_ratio:.3f}x; goal <= {GOAL}x: {worst})\n"
         f"  model precomputed   {result.precomputed_per_slot_us:8.2f} us  "
         f"({result.precomputed_ratio:.3f}x, scores decoded from the stored profile)\n"
         f"  model choosing      {result.choosing_per_slot_us:8.2f} us  (modelThreshold 0.1:"
         f" the model chose {result.model_choices} slot decisions, skipping the rule score)\n"
-        f"  faster of the two ways: {result.kept}"
-        f" (goal <= {GOAL}x: {verdict})"
+        f"  faster of the two ways: {result.kept}\n"
+        f"  the demo's own priorities (few conflicts), model in process:"
+        f" {result.published_in_process_per_slot_us:.2f} us against"
+        f" {result.published_rules_per_slot_us:.2f} us ({result.published_ratio:.3f}x;"
+        f" goal <= {GOAL}x: {usual})"
     )

@@ -17,7 +17,7 @@ leaves with the same code: `Encoder.encode`, a sparse `(index, value)` list, zer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,11 +44,13 @@ class FeatureSpec:
         return out
 
 
-Reader = Callable[[Visitor], float]
+_BOOL, _NUMBER, _CATEGORY = 0, 1, 2
+_KINDS = {"bool": _BOOL, "number": _NUMBER, "category": _CATEGORY}
+Leaf = tuple[int, int, tuple[str, ...], str | None]  # index, kind, path under the top, value
 
 
-def _leaf(node: Any, parts: tuple[str, ...]) -> Any:
-    """The leaf under `signals` (or `traits`): `a` or `a.b`."""
+def _descend(node: Any, parts: tuple[str, ...]) -> Any:
+    """The leaf at `parts` under a top-level part of the document (`a` or `a.b`)."""
     for part in parts:
         if type(node) is not dict and not isinstance(node, Mapping):
             return None
@@ -56,45 +58,48 @@ def _leaf(node: Any, parts: tuple[str, ...]) -> Any:
     return node
 
 
-def _reader(spec: FeatureSpec) -> Reader:
-    top, *rest = spec.path.split(".")
-    parts = tuple(rest)
-    if spec.kind == "bool":
-        return lambda v: 1.0 if _leaf(v.doc.get(top), parts) is True else 0.0
-    if spec.kind == "category":
-        wanted = spec.value
-        return lambda v: 1.0 if _leaf(v.doc.get(top), parts) == wanted else 0.0
-    return lambda v: _number(_leaf(v.doc.get(top), parts))
-
-
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    if not math.isfinite(value) or value <= 0:
+    if type(value) is not int and type(value) is not float:
+        return 0.0  # bool is neither
+    if not value > 0 or value == math.inf:
         return 0.0
     return math.log1p(value)
 
 
 class Encoder:
     """Reads a visitor's feature vector: audiences by one set lookup each, signal and trait
-    leaves by their pre-split paths (readers compiled once per model)."""
+    leaves grouped by their top-level part, each by its pre-split path."""
 
     def __init__(self, specs: Sequence[FeatureSpec]) -> None:
         self.specs = tuple(specs)
         self._audiences = [
             (i, s.path.split(":", 1)[1]) for i, s in enumerate(self.specs) if s.kind == "audience"
         ]
-        self._leaves = [(i, _reader(s)) for i, s in enumerate(self.specs) if s.kind != "audience"]
+        groups: dict[str, list[Leaf]] = {}
+        for i, spec in enumerate(self.specs):
+            if spec.kind != "audience":
+                top, *rest = spec.path.split(".")
+                groups.setdefault(top, []).append((i, _KINDS[spec.kind], tuple(rest), spec.value))
+        self._groups = list(groups.items())
 
     def encode(self, visitor: Visitor) -> Sparse:
         out: Sparse = []
         audiences = visitor.audiences
         if audiences:
             out.extend((i, 1.0) for i, key in self._audiences if key in audiences)
-        for index, read in self._leaves:
-            value = read(visitor)
-            if value:
-                out.append((index, value))
+        doc = visitor.doc
+        for top, leaves in self._groups:
+            base = doc.get(top)
+            if not base:
+                continue
+            for index, kind, parts, wanted in leaves:
+                leaf = _descend(base, parts)
+                if kind == _NUMBER:
+                    value = _number(leaf)
+                    if value:
+                        out.append((index, value))
+                elif (leaf is True) if kind == _BOOL else (leaf == wanted):
+                    out.append((index, 1.0))
         return out
 
     def dense(self, visitor: Visitor) -> list[float]:
