@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from redis.asyncio import Redis
+from rich.console import Console
 from scipy import integrate, stats
 
 from assembly import decision_state, store
@@ -37,7 +38,7 @@ from assembly.experiments.bandit import (
 )
 from assembly.experiments.bandit_results import BanditRecord
 from assembly.experiments.bandit_tasks import AllocationWatcher, update_bandits
-from assembly.experiments.results import results_document
+from assembly.experiments.results import results_document, results_table
 from assembly.experiments.stats import chance_to_beat
 from assembly.ports import Profile
 from assembly.rules import DecisionEnv, decide
@@ -243,6 +244,37 @@ class TestSrmWithChangingWeights:
         )
         assert document["srm"]["mismatch"]
         assert document["srm"]["pValue"] < SETTINGS.srm_threshold
+
+
+def test_the_terminal_table_shows_the_allocation_over_time_and_the_regret() -> None:
+    observed, periods = periods_of_traffic(3)
+    record = record_after(periods)
+    history = [
+        {
+            "version": v,
+            "at": NOW.timestamp() + 300 * v,
+            "weights": dict(zip(ARMS, w, strict=True)),
+            "visitors": n,
+        }
+        for v, (n, w) in enumerate(periods, start=1)
+    ]
+    record = BanditRecord(record.allocation, history)
+    counts = store.TestCounts(
+        EXPERIMENT,
+        None,
+        dict(zip(ARMS, observed, strict=True)),
+        {},
+        dict(zip(ARMS, (40, 400, 60), strict=True)),
+    )
+    document = results_document(EXPERIMENT, counts, META, None, SETTINGS, record)
+    assert [a["version"] for a in document["bandit"]["allocations"]] == [1, 2, 3]
+    console = Console(record=True, width=160)
+    console.print(results_table(document))
+    text = console.export_text()
+    assert "bandit allocation over time" in text
+    assert "90.0%" in text  # the last allocation's share of cta-b
+    lost = document["bandit"]["regret"]["conversions"]
+    assert f"regret: {lost:.1f} conversions lost against cta-b" in text
 
 
 # ---------------------------------------------------------------- content model
