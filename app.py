@@ -33,7 +33,7 @@ from assembly.preview.router import router as preview_router
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
 from assembly.schemas import AssembleRequest
-from assembly.store import read_counts, record_conversion, tests_index
+from assembly.store import read_counts, record_conversion
 from assembly.wiring import AssemblyPorts, AssemblyServices, start_assembly
 from assembly.writer import EXPOSURE_SOURCE
 from core.admin import AdminAccess
@@ -287,7 +287,7 @@ def conversion_hook(redis: Redis, keys: Keys, settings: AppSettings) -> Hook:
 
     async def goals() -> set[str]:
         names = {settings.decisions.guardrail_goal_event}
-        for test in await redis.smembers(tests_index(keys)):
+        for test in await redis.smembers(keys.tests_index):
             name = test.decode() if isinstance(test, bytes) else test
             meta = (await read_counts(redis, keys, name)).meta
             if meta is not None and meta.goal:

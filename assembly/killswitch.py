@@ -115,30 +115,12 @@ class FixedBoard:
     board: SwitchBoard
 
 
-@dataclass(frozen=True, slots=True)
-class SwitchKeys:
-    switches: str
-    audit: str
-    channel: str
-    marker: str  # written with every change: its loss means the store lost its data
-
-    @staticmethod
-    def of(keys: Keys) -> SwitchKeys:
-        base = f"{keys.prefix}:decisions"
-        return SwitchKeys(
-            f"{base}:kill_switches",
-            f"{base}:audit",
-            f"{base}:changed",
-            f"{base}:kill_switches:kept",
-        )
-
-
 class KillSwitchStore:
     """Persistence, audit and announcement of admin kill switches."""
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
-        self.keys = SwitchKeys.of(keys)
+        self.keys = keys
 
     async def load(self) -> SwitchBoard:
         board, _ = await self.load_marked()
@@ -147,8 +129,8 @@ class KillSwitchStore:
     async def load_marked(self) -> tuple[SwitchBoard, bool]:
         """The switches, and whether the store still has the marker every change writes."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self.keys.switches)
-            pipe.exists(self.keys.marker)
+            pipe.hgetall(self.keys.kill_switches)
+            pipe.exists(self.keys.kill_switch_marker)
             rows, marked = await pipe.execute()
         switches = (s for s in map(KillSwitch.decode, rows.values()) if s is not None)
         return SwitchBoard.of(switches), bool(marked)
@@ -157,22 +139,22 @@ class KillSwitchStore:
         """Write back the switches a replica knows, after the store lost them (audited)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             for switch in board.all():
-                pipe.hset(self.keys.switches, switch.field, orjson.dumps(switch.to_json()))
+                pipe.hset(self.keys.kill_switches, switch.field, orjson.dumps(switch.to_json()))
                 self._audit(pipe, "restore", switch)
-            pipe.set(self.keys.marker, b"1")
-            pipe.publish(self.keys.channel, b"restored")
+            pipe.set(self.keys.kill_switch_marker, b"1")
+            pipe.publish(self.keys.kill_switch_channel, b"restored")
             await pipe.execute()
 
     async def get(self, scope: Scope, key: str) -> KillSwitch | None:
-        raw = await self._redis.hget(self.keys.switches, f"{scope}:{key}")
+        raw = await self._redis.hget(self.keys.kill_switches, f"{scope}:{key}")
         return None if raw is None else KillSwitch.decode(raw)
 
     async def set(self, switch: KillSwitch) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.switches, switch.field, orjson.dumps(switch.to_json()))
-            pipe.set(self.keys.marker, b"1")
+            pipe.hset(self.keys.kill_switches, switch.field, orjson.dumps(switch.to_json()))
+            pipe.set(self.keys.kill_switch_marker, b"1")
             self._audit(pipe, "set", switch)
-            pipe.publish(self.keys.channel, switch.field)
+            pipe.publish(self.keys.kill_switch_channel, switch.field)
             await pipe.execute()
         log.warning(
             "assembly.kill_switch.set",
@@ -186,8 +168,8 @@ class KillSwitchStore:
         """Remove a switch; the switch that was removed, or None when none was set."""
         name = f"{scope}:{key}"
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hget(self.keys.switches, name)
-            pipe.hdel(self.keys.switches, name)
+            pipe.hget(self.keys.kill_switches, name)
+            pipe.hdel(self.keys.kill_switches, name)
             old_raw, removed = await pipe.execute()
         if not removed:
             return None
@@ -195,8 +177,8 @@ class KillSwitchStore:
         cleared = KillSwitch(scope, key, by, reason, time.time())
         async with self._redis.pipeline(transaction=True) as pipe:
             self._audit(pipe, "clear", cleared)
-            pipe.set(self.keys.marker, b"1")
-            pipe.publish(self.keys.channel, name)
+            pipe.set(self.keys.kill_switch_marker, b"1")
+            pipe.publish(self.keys.kill_switch_channel, name)
             await pipe.execute()
         log.warning(
             "assembly.kill_switch.cleared", scope=scope, key=key or None, by=by, reason=reason
@@ -208,10 +190,10 @@ class KillSwitchStore:
             "action": action,
             **{k: v if v is not None else "" for k, v in switch.to_json().items()},
         }
-        pipe.xadd(self.keys.audit, entry, maxlen=AUDIT_LENGTH, approximate=True)
+        pipe.xadd(self.keys.kill_switch_audit, entry, maxlen=AUDIT_LENGTH, approximate=True)
 
     async def audit(self, limit: int = 50) -> list[dict[str, Any]]:
-        entries: Any = await self._redis.xrevrange(self.keys.audit, count=limit)
+        entries: Any = await self._redis.xrevrange(self.keys.kill_switch_audit, count=limit)
         out = []
         for _, fields in entries:
             doc = {k.decode(): v.decode() for k, v in fields.items()}
@@ -291,7 +273,7 @@ class SwitchWatcher:
     async def _listen(self, redis: Redis) -> None:
         pubsub = redis.pubsub()
         try:
-            await pubsub.subscribe(self.store.keys.channel)
+            await pubsub.subscribe(self.store.keys.kill_switch_channel)
             await self.refresh()  # anything changed before the subscription took effect
             while True:
                 message = await pubsub.get_message(

@@ -40,7 +40,7 @@ from assembly.decision_state import (
 )
 from assembly.experiments.assignment import conversion_updates
 from assembly.ports import Profile
-from core.redis import Keys
+from core.redis import Keys, anonymous_visitor, user_visitor
 from core.roundtrip import OneRoundTrip, RawCommands
 
 log = structlog.get_logger()
@@ -80,18 +80,10 @@ def state_keys(keys: Keys, user_id: str | None, anonymous_id: str | None) -> lis
     """The visitor's decision-state hashes, the one that writes go to first."""
     names = []
     if user_id:
-        names.append(keys.decisions(f"u:{user_id}"))
+        names.append(keys.decisions(user_visitor(user_id)))
     if anonymous_id:
-        names.append(keys.decisions(f"a:{anonymous_id}"))
+        names.append(keys.decisions(anonymous_visitor(anonymous_id)))
     return names
-
-
-def test_key(keys: Keys, test: str) -> str:
-    return f"{keys.prefix}:decisions:test:{test}"
-
-
-def tests_index(keys: Keys) -> str:
-    return f"{keys.prefix}:decisions:tests"
 
 
 class PipelinedProfiles(Protocol):
@@ -174,19 +166,19 @@ async def apply_writes(
     async with redis.pipeline(transaction=False) as pipe:
         for index, _, test, assignment, overwrite in plan.assignments:
             if overwrite or results[index]:
-                pipe.hincrby(test_key(keys, test), count_field(assignment.variant, "visitors"), 1)
+                pipe.hincrby(keys.test_counts(test), count_field(assignment.variant, "visitors"), 1)
         for index, write, exposure in plan.exposures:
             if not results[index]:
                 continue
             pipe.hincrby(
-                test_key(keys, exposure.test), count_field(exposure.variant, "sessions"), 1
+                keys.test_counts(exposure.test), count_field(exposure.variant, "sessions"), 1
             )
             metrics.EXPOSURES.labels(kind=exposure.meta.kind).inc()
             if exposure.meta.kind == "experiment":
                 events.append(experiment_viewed(write, exposure))
         for test, meta in fresh.items():
-            pipe.hset(test_key(keys, test), "meta", meta)
-            pipe.sadd(tests_index(keys), test)
+            pipe.hset(keys.test_counts(test), "meta", meta)
+            pipe.sadd(keys.tests_index, test)
         await pipe.execute()
     metas.update(fresh)
     return events
@@ -209,7 +201,7 @@ async def migrate_counters(redis: Redis, keys: Keys, test: str) -> int:
     A store without scripting keeps them: they are still read by the stored meta (`read_counts`).
     """
     try:
-        moved: Any = await redis.eval(MIGRATE_POSITIONAL, 1, test_key(keys, test))
+        moved: Any = await redis.eval(MIGRATE_POSITIONAL, 1, keys.test_counts(test))
     except ResponseError as exc:
         log.warning("assembly.counters.migration_failed", test=test, error=str(exc))
         return 0
@@ -294,7 +286,7 @@ class TestCounts:
 
 
 async def read_counts(redis: Redis, keys: Keys, test: str) -> TestCounts:
-    row: Any = await redis.hgetall(test_key(keys, test))
+    row: Any = await redis.hgetall(keys.test_counts(test))
     meta = TestMeta.decode(row.get(b"meta"))
     by_kind: dict[str, dict[str, int]] = {kind: {} for kind in COUNTS}
     for raw_name, raw_value in row.items():
@@ -353,7 +345,7 @@ async def record_conversion(redis: Redis, keys: Keys, event: Mapping[str, Any]) 
         for update, first in zip(updates, firsts, strict=True):
             if first:
                 field_name = count_field(update.variant, "conversions")
-                pipe.hincrby(test_key(keys, update.test), field_name, 1)
+                pipe.hincrby(keys.test_counts(update.test), field_name, 1)
                 kind = "rollout" if update.test.startswith("rollout:") else "experiment"
                 metrics.CONVERSIONS.labels(kind=kind).inc()
         await pipe.execute()

@@ -179,7 +179,7 @@ class Simulation:
             response.raise_for_status()
 
     async def counted(self, experiment: str) -> int:
-        row: Any = await self.redis.hgetall(f"{KEYS.prefix}:decisions:test:{experiment}")
+        row: Any = await self.redis.hgetall(KEYS.test_counts(experiment))
         return sum(int(v) for k, v in row.items() if k.decode().endswith(":conversions"))
 
     async def wait_for(self, experiment: str, conversions: int, *, update: bool) -> None:

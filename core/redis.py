@@ -1,6 +1,7 @@
 """The Redis connection: a real server when `REDIS_URL` is set, an embedded one otherwise.
 
-Every key lives under one prefix (`REDIS_KEY_PREFIX`, default `mb`); see docs/storage.md.
+Every key lives under one prefix (`REDIS_KEY_PREFIX`, default `mb`) and is named by `Keys`, the
+only place key names are made (tests/core/test_keys.py checks); see docs/storage.md.
 Visitor keys carry a hash tag (`{v:<id>}`) so one visitor's keys share a Redis Cluster slot.
 """
 
@@ -20,117 +21,252 @@ from core.settings import StoreSettings
 log = structlog.get_logger()
 
 
+def user_visitor(user_id: str) -> str:
+    """The visitor id of a known user (`u:<userId>`), as it appears in visitor key names."""
+    return f"u:{user_id}"
+
+
+def anonymous_visitor(anonymous_id: str) -> str:
+    """The visitor id of an anonymous visitor (`a:<anonymousId>`)."""
+    return f"a:{anonymous_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Names of every key we write, so that docs/storage.md has one place to match."""
+    """Every Redis key name and pattern we use: the one place docs/storage.md matches.
+
+    Each family is built by one helper (`_content`, `_visitor`, `_events`, `_decisions`,
+    `_webhooks`, `_model`), so a family's Redis Cluster hash tag can be changed in one place.
+    """
 
     prefix: str = "mb"
 
+    def _content(self, name: str) -> str:
+        return f"{self.prefix}:content:{name}"
+
+    def _visitor(self, visitor_id: str, name: str) -> str:
+        return f"{self.prefix}:{{v:{visitor_id}}}:{name}"
+
+    def _events(self, name: str) -> str:
+        return f"{self.prefix}:events{name}"
+
+    def _decisions(self, name: str) -> str:
+        return f"{self.prefix}:decisions:{name}"
+
+    def _webhooks(self, name: str) -> str:
+        return f"{self.prefix}:webhooks:{name}"
+
+    def _model(self, name: str) -> str:
+        return f"{self.prefix}:model:{name}"
+
+    # integration: the content store (integration/store.py, store_scripts.py, sync.py)
+
     @property
     def entities(self) -> str:
-        return f"{self.prefix}:content:entities"
+        """Hash of the live generation: entity key → normalized entity JSON."""
+        return self._content("entities")
 
     @property
     def revisions(self) -> str:
         """Entity key → rank of the last change applied (`2 * revision`, `+1` for a removal)."""
-        return f"{self.prefix}:content:revisions"
+        return self._content("revisions")
 
     @property
     def locales(self) -> str:
-        return f"{self.prefix}:content:locales"
+        """JSON list of the space's locales."""
+        return self._content("locales")
 
     @property
     def sync_token(self) -> str:
-        return f"{self.prefix}:content:sync_token"
+        """The token of the next delta sync."""
+        return self._content("sync_token")
 
     @property
     def version(self) -> str:
-        return f"{self.prefix}:content:version"
+        """The content version, bumped by every write that changed something."""
+        return self._content("version")
 
     @property
     def synced_at(self) -> str:
-        return f"{self.prefix}:content:synced_at"
+        """Unix time of the last completed sync."""
+        return self._content("synced_at")
 
     @property
     def sync_lock(self) -> str:
-        return f"{self.prefix}:content:sync_lock"
+        """The sync lease (`host:pid:token` of the replica that syncs now)."""
+        return self._content("sync_lock")
 
     @property
     def content_channel(self) -> str:
-        return f"{self.prefix}:content:changed"
+        """Pub/sub channel: content changed, replicas recompile their snapshot."""
+        return self._content("changed")
 
     @property
     def written(self) -> str:
         """Sorted set: entity key scored by the content version of its last applied write."""
-        return f"{self.prefix}:content:written"
+        return self._content("written")
 
     @property
     def epoch(self) -> str:
         """Marker set with the first complete generation; its loss means the store lost data."""
-        return f"{self.prefix}:content:epoch"
+        return self._content("epoch")
 
     @property
     def generation(self) -> str:
         """JSON of the live generation: id, when it was built, how many entities it holds."""
-        return f"{self.prefix}:content:generation"
+        return self._content("generation")
 
     @property
     def sync_state(self) -> str:
         """Hash: the running sync (if any), the last success and the last error."""
-        return f"{self.prefix}:content:sync_state"
+        return self._content("sync_state")
+
+    @property
+    def no_dedupe(self) -> str:
+        """Stand-in dedupe key of a write that has none (the write script never sets it)."""
+        return self._content("no-dedupe")
 
     def staged_entities(self, generation: str) -> str:
         """A generation being built by a full sync; it expires if the sync dies."""
-        return f"{self.prefix}:content:staged:{generation}:entities"
+        return self._content(f"staged:{generation}:entities")
 
     def staged_ranks(self, generation: str) -> str:
-        return f"{self.prefix}:content:staged:{generation}:ranks"
+        """The ranks of a generation being built (expires with it)."""
+        return self._content(f"staged:{generation}:ranks")
 
     def retired_entities(self, generation: str) -> str:
         """Scratch name of the entities a generation switch replaces (unlinked at once)."""
-        return f"{self.prefix}:content:retired:{generation}"
+        return self._content(f"retired:{generation}")
+
+    # webhooks: delivery dedupe (webhooks/contentful/store.py, webhooks/segment/service.py)
+
+    def contentful_seen(self, dedupe_id: str) -> str:
+        """One applied Contentful delivery (idempotency key, else body hash), expiring."""
+        return self._webhooks(f"contentful:seen:{dedupe_id}")
+
+    def segment_seen(self, digest: str) -> str:
+        """One accepted Segment webhook message (digest of its `messageId`), expiring."""
+        return self._webhooks(f"segment:seen:{digest}")
+
+    # segment_sync: profiles and the event stream (store.py, apply.py, consumer.py, pipeline.py)
 
     def profile(self, visitor_id: str) -> str:
-        return f"{self.prefix}:{{v:{visitor_id}}}:profile"
+        """A visitor's profile hash (segment_sync/state.py)."""
+        return self._visitor(visitor_id, "profile")
 
     def profile_seen(self, visitor_id: str) -> str:
         """`messageId`s applied to a profile (segment_sync; a sorted set scored by time)."""
-        return f"{self.prefix}:{{v:{visitor_id}}}:seen"
+        return self._visitor(visitor_id, "seen")
 
     def profile_erased(self, visitor_id: str) -> str:
         """Erasure tombstone: events accepted before it are not applied (segment_sync)."""
-        return f"{self.prefix}:{{v:{visitor_id}}}:erased"
+        return self._visitor(visitor_id, "erased")
+
+    def profile_pull(self, visitor_id: str) -> str:
+        """Marker of a Profile API pull for a user: claimed with `SET NX`, then its outcome."""
+        return self._visitor(visitor_id, "profile_pull")
 
     def visitor_pattern(self, visitor_id: str) -> str:
         """SCAN pattern of every key of one visitor id (glob characters escaped)."""
         escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in visitor_id)
-        return f"{self.prefix}:{{v:{escaped}}}:*"
+        return self._visitor(escaped, "*")
 
     @property
     def events_stream(self) -> str:
-        return f"{self.prefix}:events"
+        """Stream of accepted messages, read by the consumer group."""
+        return self._events("")
 
     @property
     def events_dead(self) -> str:
-        return f"{self.prefix}:events:dead"
+        """Dead-letter stream of entries that kept failing."""
+        return self._events(":dead")
+
+    # assembly: decision state, experiments, kill switches, bandits, scoring models, decision log
 
     def decisions(self, visitor_id: str) -> str:
         """A visitor's decision state (assembly/decision_state.py), in the profile's slot."""
-        return f"{self.prefix}:{{v:{visitor_id}}}:decisions"
+        return self._visitor(visitor_id, "decisions")
+
+    def test_counts(self, test: str) -> str:
+        """Hash of a test's per-arm counters, its meta and guardrail (assembly/store.py)."""
+        return self._decisions(f"test:{test}")
+
+    @property
+    def tests_index(self) -> str:
+        """Set of the tests that have data."""
+        return self._decisions("tests")
+
+    @property
+    def kill_switches(self) -> str:
+        """Hash of the admin kill switches in force (assembly/killswitch.py)."""
+        return self._decisions("kill_switches")
+
+    @property
+    def kill_switch_audit(self) -> str:
+        """Stream of kill switch changes, with who and why."""
+        return self._decisions("audit")
+
+    @property
+    def kill_switch_channel(self) -> str:
+        """Pub/sub channel: kill switches changed, replicas reload their board."""
+        return self._decisions("changed")
+
+    @property
+    def kill_switch_marker(self) -> str:
+        """Written with every kill switch change: its loss means the store lost its data."""
+        return self._decisions("kill_switches:kept")
+
+    @property
+    def bandit_weights(self) -> str:
+        """Hash: experiment → its bandit's current arm weights (assembly/experiments/allocation)."""
+        return self._decisions("bandit:weights")
+
+    @property
+    def bandit_version(self) -> str:
+        """Counter bumped with every change of bandit weights."""
+        return self._decisions("bandit:version")
+
+    @property
+    def bandit_lease(self) -> str:
+        """The lease of the replica that recomputes bandit weights."""
+        return self._decisions("bandit:lease")
+
+    def bandit_history(self, experiment: str) -> str:
+        """List of an experiment's past bandit weights."""
+        return self._decisions(f"bandit:history:{experiment}")
+
+    @property
+    def model_seq(self) -> str:
+        """Counter giving each uploaded scoring model its version (assembly/learning)."""
+        return self._model("seq")
+
+    @property
+    def model_current(self) -> str:
+        """The version of the scoring model in force."""
+        return self._model("current")
+
+    @property
+    def model_channel(self) -> str:
+        """Pub/sub channel: the scoring model changed, replicas reload it."""
+        return self._model("changed")
+
+    def model_artifact(self, version: int) -> str:
+        """One version of a scoring model's artifact."""
+        return self._model(f"v:{version}")
 
     @property
     def decision_log(self) -> str:
         """Stream of logged decisions (assembly/decision_log), capped by length and age."""
-        return f"{self.prefix}:decisions:log"
+        return self._decisions("log")
 
     @property
     def decision_log_ids(self) -> str:
         """Sorted set (one score, so ordered by name): `<decisionId>:<stream id>`."""
-        return f"{self.prefix}:decisions:log:ids"
+        return self._decisions("log:ids")
 
     def decision_log_visitor(self, visitor_id: str) -> str:
         """A visitor's logged decisions, `<decisionId>:<stream id>` scored by decision time."""
-        return f"{self.prefix}:{{v:{visitor_id}}}:decision_log"
+        return self._visitor(visitor_id, "decision_log")
 
 
 def connect(settings: StoreSettings) -> tuple[Redis, bool]:

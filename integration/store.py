@@ -226,7 +226,7 @@ class ContentStore:
         whole write is refused as `duplicate` when the key exists, and sets it otherwise.
         """
         k = self._keys
-        dedupe_key, dedupe_ttl = dedupe or (f"{k.prefix}:content:no-dedupe", 0)
+        dedupe_key, dedupe_ttl = dedupe or (k.no_dedupe, 0)
         args: list[str | bytes | int] = [
             k.content_channel,
             token or "",

@@ -22,29 +22,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.redis import anonymous_visitor, user_visitor
 from segment_sync.config import SignalRules
 from segment_sync.state import ProfileState, merge_into
 
 _MAX_HOPS = 8
 
 
-def user_id(value: str) -> str:
-    return f"u:{value}"
-
-
-def anonymous_id(value: str) -> str:
-    return f"a:{value}"
-
-
 def message_ids(message: Mapping[str, Any]) -> list[str]:
     """The visitor ids a message names (typed), in the order they matter."""
     ids = []
     if message.get("userId"):
-        ids.append(user_id(message["userId"]))
+        ids.append(user_visitor(message["userId"]))
     if message.get("anonymousId"):
-        ids.append(anonymous_id(message["anonymousId"]))
+        ids.append(anonymous_visitor(message["anonymousId"]))
     if message.get("type") == "alias" and message.get("previousId"):
-        ids += [user_id(message["previousId"]), anonymous_id(message["previousId"])]
+        ids += [user_visitor(message["previousId"]), anonymous_visitor(message["previousId"])]
     return ids
 
 

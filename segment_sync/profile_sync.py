@@ -32,7 +32,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.redis import Keys
+from core.redis import Keys, user_visitor
 from segment_sync.profile import Profile
 from segment_sync.profile_api import ProfileApiClient, ProfileApiError, PulledProfile
 from segment_sync.webhook_config import SegmentWebhookSettings
@@ -67,7 +67,8 @@ class ProfileWriter(Protocol):
 
 
 def pull_marker_key(keys: Keys, user_id: str) -> str:
-    return f"{keys.prefix}:{{v:u:{user_id}}}:profile_pull"
+    """The marker of a user's pull: claimed with `SET NX`, then holds the outcome."""
+    return keys.profile_pull(user_visitor(user_id))
 
 
 class ProfilePuller:
@@ -128,7 +129,7 @@ class ProfilePuller:
         marker = pull_marker_key(self._keys, user_id)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.exists(self._keys.profile_erased(f"u:{user_id}"))
+                pipe.exists(self._keys.profile_erased(user_visitor(user_id)))
                 pipe.set(marker, b"pulling", nx=True, ex=self._claim_seconds)
                 erased, claimed = await pipe.execute()
         except (RedisError, OSError) as exc:

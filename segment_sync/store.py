@@ -19,10 +19,9 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
-from core.redis import Keys
+from core.redis import Keys, anonymous_visitor, user_visitor
 from segment_sync.config import SignalRules
 from segment_sync.exceptions import ProfileErasureFailed
-from segment_sync.identity import user_id as typed_user_id
 from segment_sync.profile import Profile
 from segment_sync.redis_tx import Session, failed, pairs, session
 from segment_sync.signals import current_signals
@@ -43,9 +42,9 @@ _ERASE_ATTEMPTS = 10
 
 def visitor_key(keys: Keys, *, user_id: str | None = None, anonymous_id: str | None = None) -> str:
     if user_id:
-        return keys.profile(f"u:{user_id}")
+        return keys.profile(user_visitor(user_id))
     if anonymous_id:
-        return keys.profile(f"a:{anonymous_id}")
+        return keys.profile(anonymous_visitor(anonymous_id))
     raise ValueError("a visitor needs a userId or an anonymousId")
 
 
@@ -159,7 +158,7 @@ class RedisProfileStore:
         of visitor ids erased (0 when nothing was known)."""
         for _ in range(_ERASE_ATTEMPTS):
             async with session(self._redis) as tx:
-                erased = await self._erase_once(tx, typed_user_id(user_id))
+                erased = await self._erase_once(tx, user_visitor(user_id))
             if erased is not None:
                 log.info("segment.profile.erased", ids=erased)
                 return erased
@@ -249,7 +248,7 @@ def profile_of(
     u = decode_row(user) if user else None
     if a is None or u is None:
         state = a or u
-    elif a.canonical is not None and a.canonical in (f"u:{user_id}", u.canonical):
+    elif a.canonical is not None and a.canonical in (user_visitor(user_id or ""), u.canonical):
         state = u
     else:
         merge_into(u, a, SignalRules())

@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from core.redis import Keys
+from core.redis import Keys, anonymous_visitor, user_visitor
 
-VISITOR_KINDS = ("u", "a")
+VISITOR_KINDS = (user_visitor, anonymous_visitor)  # a visitor id names either kind
 
 # KEYS: the stream, the ids index, then every visitor index the batch touches.
 # ARGV: max length, oldest stream id kept, per-visitor cap, index lifetime (s), then per record:
@@ -117,7 +117,7 @@ class DecisionLogStore:
         how many the index still names but the stream no longer holds."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for kind in VISITOR_KINDS:
-                key = self._keys.decision_log_visitor(f"{kind}:{visitor_id}")
+                key = self._keys.decision_log_visitor(kind(visitor_id))
                 pipe.zrangebyscore(key, start_ms, end_ms, withscores=True)
             found = await pipe.execute()
         members = sorted({_text(m): s for rows in found for m, s in rows}.items(), key=_by_score)

@@ -15,6 +15,7 @@ from assembly.decision_log.ids import decision_ms
 from assembly.decision_log.record import PendingDecision, encode_record
 from assembly.decision_log.store import DecisionLogStore, Entry
 from core.batching import Batcher
+from core.redis import anonymous_visitor, user_visitor
 
 log = structlog.get_logger()
 
@@ -80,6 +81,8 @@ class DecisionLogWriter:
         body = encode_record(pending, tag)
         user = pending.request.user
         visitors = tuple(
-            f"{kind}:{value}" for kind, value in (("u", user.id), ("a", user.anonymousId)) if value
+            kind(value)
+            for kind, value in ((user_visitor, user.id), (anonymous_visitor, user.anonymousId))
+            if value
         )
         return Entry(pending.id, decision_ms(pending.id), visitors, body)

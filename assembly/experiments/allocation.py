@@ -79,43 +79,27 @@ class Allocation:
             return None
 
 
-@dataclass(frozen=True, slots=True)
-class BanditKeys:
-    weights: str
-    version: str
-    lease: str
-    prefix: str
-
-    def history(self, experiment: str) -> str:
-        return f"{self.prefix}:history:{experiment}"
-
-    @staticmethod
-    def of(keys: Keys) -> BanditKeys:
-        base = f"{keys.prefix}:decisions:bandit"
-        return BanditKeys(f"{base}:weights", f"{base}:version", f"{base}:lease", base)
-
-
 class AllocationStore:
     def __init__(self, redis: Redis, keys: Keys, history: int = 1000) -> None:
         self._redis = redis
-        self.keys = BanditKeys.of(keys)
+        self.keys = keys
         self._history = history
 
     async def version(self) -> int:
-        raw: Any = await self._redis.get(self.keys.version)
+        raw: Any = await self._redis.get(self.keys.bandit_version)
         return int(raw) if raw else 0
 
     async def load(self) -> tuple[int, dict[str, Allocation]]:
         """The global version and every allocation, read together."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.get(self.keys.version)
-            pipe.hgetall(self.keys.weights)
+            pipe.get(self.keys.bandit_version)
+            pipe.hgetall(self.keys.bandit_weights)
             version, rows = await pipe.execute()
         found = {k.decode(): Allocation.decode(v) for k, v in rows.items()}
         return int(version or 0), {k: a for k, a in found.items() if a is not None}
 
     async def get(self, experiment: str) -> Allocation | None:
-        return Allocation.decode(await self._redis.hget(self.keys.weights, experiment))
+        return Allocation.decode(await self._redis.hget(self.keys.bandit_weights, experiment))
 
     async def put(self, experiment: str, allocation: Allocation) -> None:
         """Store the allocation, append it to the history, announce it (one transaction)."""
@@ -126,16 +110,16 @@ class AllocationStore:
             "chanceToBeBest": dict(zip(allocation.labels, allocation.chance, strict=False)),
             "visitors": allocation.counted,
         }
-        history = self.keys.history(experiment)
+        history = self.keys.bandit_history(experiment)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.weights, experiment, allocation.encode())
+            pipe.hset(self.keys.bandit_weights, experiment, allocation.encode())
             pipe.rpush(history, orjson.dumps(entry))
             pipe.ltrim(history, -self._history, -1)
-            pipe.incr(self.keys.version)
+            pipe.incr(self.keys.bandit_version)
             await pipe.execute()
 
     async def history(self, experiment: str) -> list[dict[str, Any]]:
-        rows: Any = await self._redis.lrange(self.keys.history(experiment), 0, -1)
+        rows: Any = await self._redis.lrange(self.keys.bandit_history(experiment), 0, -1)
         return [orjson.loads(r) for r in rows]
 
 

@@ -24,7 +24,6 @@ from assembly.experiments.allocation import (
     Allocation,
     Allocations,
     AllocationStore,
-    BanditKeys,
 )
 from assembly.experiments.bandit import ArmData, run_seed, thompson_weights
 from assembly.ports import LibrarySource
@@ -114,7 +113,7 @@ async def bandit_forever(
     redis: Redis, keys: Keys, settings: DecisionSettings, libraries: LibrarySource
 ) -> None:
     """Update the bandits every `bandit_update_seconds`, on the replica holding the lease."""
-    lock = SyncLock(redis, BanditKeys.of(keys).lease, LEASE_SECONDS)
+    lock = SyncLock(redis, keys.bandit_lease, LEASE_SECONDS)
     while True:
         await asyncio.sleep(settings.bandit_update_seconds)
         library = libraries.library

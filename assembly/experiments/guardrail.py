@@ -25,7 +25,7 @@ from assembly.config import DecisionSettings
 from assembly.experiments.assignment import HOLDOUT, measured_rollout, rollout_test
 from assembly.experiments.stats import one_sided_worse_p, rate
 from assembly.killswitch import KillSwitch, KillSwitchStore
-from assembly.store import TestCounts, read_counts, test_key
+from assembly.store import TestCounts, read_counts
 from core.redis import Keys
 from integration.library import Library
 from integration.model import Variant
@@ -131,7 +131,7 @@ async def _trip(
     now = time.time()
     record = {"at": now, "pValue": verdict.p_value, "reason": reason}
     claimed = await redis.hsetnx(
-        test_key(keys, rollout_test(variant)), GUARDRAIL, orjson.dumps(record)
+        keys.test_counts(rollout_test(variant)), GUARDRAIL, orjson.dumps(record)
     )
     if not claimed:
         return  # another replica tripped it first

@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from core.redis import Keys
+from core.redis import Keys, anonymous_visitor, user_visitor
 from segment_sync.apply import Entry, entry
 from segment_sync.pipeline import decode_entry
 from segment_sync.state import decode_row
@@ -60,9 +60,9 @@ def _noop(stage: str, done: int, total: int) -> None:
 def _visitor_id(message: dict[str, Any]) -> str | None:
     user, anon = message.get("userId"), message.get("anonymousId")
     if isinstance(user, str) and user:
-        return f"u:{user}"
+        return user_visitor(user)
     if isinstance(anon, str) and anon:
-        return f"a:{anon}"
+        return anonymous_visitor(anon)
     return None
 
 
@@ -84,7 +84,7 @@ class _Collector:
             return
         anon = message.get("anonymousId")
         if vid.startswith("u:") and isinstance(anon, str) and anon:
-            self.links[f"a:{anon}"] = vid
+            self.links[anonymous_visitor(anon)] = vid
         visitor = self.visitors.get(vid)
         if visitor is None:
             if len(self.visitors) >= self.bounds.max_visitors:

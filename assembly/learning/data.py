@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from assembly.decision_log.record import profile_of
 from assembly.schemas import AssembleRequest
 from assembly.visitor import Visitor, build_visitor
-from core.redis import Keys
+from core.redis import Keys, anonymous_visitor, user_visitor
 from segment_sync.apply import entry
 from segment_sync.pipeline import decode_entry
 
@@ -73,9 +73,9 @@ def _noop(stage: str, done: int, total: int) -> None:
 def _ids(user: Any, anonymous: Any) -> tuple[str, ...]:
     out = []
     if isinstance(user, str) and user:
-        out.append(f"u:{user}")
+        out.append(user_visitor(user))
     if isinstance(anonymous, str) and anonymous:
-        out.append(f"a:{anonymous}")
+        out.append(anonymous_visitor(anonymous))
     return tuple(out)
 
 

@@ -86,7 +86,7 @@ class ModelHolder:
     async def _listen(self, redis: Redis) -> None:
         pubsub = redis.pubsub()
         try:
-            await pubsub.subscribe(self.store.keys.channel)
+            await pubsub.subscribe(self.store.keys.model_channel)
             await self.refresh()
             while True:
                 message = await pubsub.get_message(

@@ -12,59 +12,43 @@ finds the pointer on its next poll.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from redis.asyncio import Redis
 
 from core.redis import Keys
 
 
-@dataclass(frozen=True, slots=True)
-class ModelKeys:
-    seq: str
-    current: str
-    channel: str
-    base: str
-
-    @staticmethod
-    def of(keys: Keys) -> ModelKeys:
-        base = f"{keys.prefix}:model"
-        return ModelKeys(f"{base}:seq", f"{base}:current", f"{base}:changed", base)
-
-    def artifact(self, version: int) -> str:
-        return f"{self.base}:v:{version}"
-
-
 class ModelStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
-        self.keys = ModelKeys.of(keys)
+        self.keys = keys
 
     async def next_version(self) -> int:
-        return int(await self.redis.incr(self.keys.seq))
+        return int(await self.redis.incr(self.keys.model_seq))
 
     async def publish(self, version: int, artifact: bytes, *, keep: int) -> None:
         keys = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.artifact(version), artifact)
-            pipe.set(keys.current, version)
-            pipe.publish(keys.channel, str(version))
+            pipe.set(keys.model_artifact(version), artifact)
+            pipe.set(keys.model_current, version)
+            pipe.publish(keys.model_channel, str(version))
             await pipe.execute()
-        stale = [keys.artifact(v) for v in range(max(1, version - keep - 20), version - keep + 1)]
+        stale = [
+            keys.model_artifact(v) for v in range(max(1, version - keep - 20), version - keep + 1)
+        ]
         if stale:
             await self.redis.delete(*stale)
 
     async def current(self) -> int | None:
-        raw = await self.redis.get(self.keys.current)
+        raw = await self.redis.get(self.keys.model_current)
         return int(raw) if raw is not None else None
 
     async def artifact(self, version: int) -> bytes | None:
-        raw = await self.redis.get(self.keys.artifact(version))
+        raw = await self.redis.get(self.keys.model_artifact(version))
         return raw.encode() if isinstance(raw, str) else raw
 
     async def point_to(self, version: int) -> None:
         """Serve an older (kept) version again: the rollback of a bad model."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.current, version)
-            pipe.publish(self.keys.channel, str(version))
+            pipe.set(self.keys.model_current, version)
+            pipe.publish(self.keys.model_channel, str(version))
             await pipe.execute()

@@ -26,7 +26,6 @@ from assembly.experiments.allocation import (
     Allocation,
     Allocations,
     AllocationStore,
-    BanditKeys,
 )
 from assembly.experiments.bandit import (
     ArmData,
@@ -429,9 +428,8 @@ class TestSchedule:
             assert not await replica.refresh()  # one GET, nothing reloaded
 
     async def test_a_damaged_record_is_ignored(self, redis: Redis, keys: Keys) -> None:
-        names = BanditKeys.of(keys)
-        await redis.hset(names.weights, EXPERIMENT, b"{not json")
-        await redis.incr(names.version)
+        await redis.hset(keys.bandit_weights, EXPERIMENT, b"{not json")
+        await redis.incr(keys.bandit_version)
         watcher = AllocationWatcher(AllocationStore(redis, keys), 5.0)
         assert await watcher.refresh()
         assert watcher.allocations.by_key == {}

@@ -201,7 +201,7 @@ class TestPositionalCounters:
     async def test_they_are_read_by_their_meta_then_moved_before_a_new_meta(
         self, redis: Redis, keys: Keys
     ) -> None:
-        name = store.test_key(keys, EXPERIMENT)
+        name = keys.test_counts(EXPERIMENT)
         old_meta = {
             "kind": "experiment",
             "arms": ["control", "cta-c", "cta-b"],  # the old (rule-sorted) numbering

@@ -224,8 +224,8 @@ async def test_a_broken_or_missing_artifact_rolls_back_to_the_rules(
     assert await metric(client, "microbridge_model_load_failures_total") == failures + 1
     assert holder.status() == {"version": None, "published": broken, "problem": holder.problem}
     # A version whose artifact is gone: still the rules.
-    await redis.set(store.keys.current, 999)
-    await store.redis.publish(store.keys.channel, "999")
+    await redis.set(store.keys.model_current, 999)
+    await store.redis.publish(store.keys.model_channel, "999")
     await eventually(lambda: _published(app), lambda v: v == 999)
     assert holder.model is None
     assert "artifact is gone" in (holder.problem or "")

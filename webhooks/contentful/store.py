@@ -44,7 +44,7 @@ class WebhookStore:
         self._dedupe_ttl = dedupe_ttl_seconds
 
     def seen_key(self, dedupe_id: str) -> str:
-        return f"{self._keys.prefix}:webhooks:contentful:seen:{dedupe_id}"
+        return self._keys.contentful_seen(dedupe_id)
 
     async def apply(self, change: EntityChange, dedupe_id: str) -> Outcome:
         """Apply `change` unless this delivery was seen or the store holds a newer rank.

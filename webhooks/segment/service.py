@@ -96,7 +96,7 @@ class WebhookResult:
 
 def dedupe_key(keys: Keys, message_id: str) -> str:
     digest = hashlib.sha256(message_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{keys.prefix}:webhooks:segment:seen:{digest}"
+    return keys.segment_seen(digest)
 
 
 class SegmentWebhook:
