@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+ASSEMBLE_SLOTS = Counter(
+    "microbridge_assemble_slots_total", "Slots assembled, by decision source", ["source"]
+)
+ASSEMBLE_DEGRADED = Counter(
+    "microbridge_assemble_degraded_total", "Assemble answers marked degraded, by cause", ["cause"]
+)
+FALLBACK_USED = Counter(
+    "microbridge_fallback_total", "Answers served from the bundled fallback library", ["cause"]
+)
+SLOTS_BY_SOURCE = {
+    source: ASSEMBLE_SLOTS.labels(source=source)
+    for source in ("variant", "experiment", "baseline", "fallback")
+}
 DECISION_WRITES = Counter(
     "microbridge_decision_writes_total",
     "Visitor decision-state writes from page views, by outcome",

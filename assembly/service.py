@@ -20,6 +20,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
+from assembly import metrics
 from assembly.breaker import Breaker
 from assembly.config import DecisionSettings
 from assembly.decision import Decision
@@ -34,7 +35,6 @@ from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
 from assembly.selection import locale_of, select_slots
 from assembly.visitor import build_visitor
-from core import metrics
 from integration.library import Library
 from integration.model import Slot
 

@@ -1,4 +1,4 @@
-"""HTTP and assemble metrics (the content pipeline's are in integration/metrics.py)."""
+"""Cross-cutting HTTP metrics. Every package declares its own in its `metrics.py`."""
 
 from __future__ import annotations
 
@@ -10,16 +10,7 @@ REQUEST_LATENCY = Histogram(
     ["route", "method", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-ASSEMBLE_SLOTS = Counter(
-    "microbridge_assemble_slots_total", "Slots assembled, by decision source", ["source"]
+CONNECTIONS_REFUSED = Counter(
+    "microbridge_connections_refused_total",
+    "Connections answered 503 at once because the server was at BRIDGE_MAX_CONNECTIONS",
 )
-ASSEMBLE_DEGRADED = Counter(
-    "microbridge_assemble_degraded_total", "Assemble answers marked degraded, by cause", ["cause"]
-)
-FALLBACK_USED = Counter(
-    "microbridge_fallback_total", "Answers served from the bundled fallback library", ["cause"]
-)
-SLOTS_BY_SOURCE = {
-    source: ASSEMBLE_SLOTS.labels(source=source)
-    for source in ("variant", "experiment", "baseline", "fallback")
-}

@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import Counter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.metrics import CONNECTIONS_REFUSED
 from core.settings import ServiceSettings
 
 log = structlog.get_logger()
@@ -33,11 +33,6 @@ log = structlog.get_logger()
 FD_RESERVE = 128
 # How long a refused connection is kept half-closed so its client reads the 503.
 LINGER_SECONDS = 1.0
-
-CONNECTIONS_REFUSED = Counter(
-    "microbridge_connections_refused_total",
-    "Connections answered 503 at once because the server was at BRIDGE_MAX_CONNECTIONS",
-)
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 503: b"Service Unavailable"}
 

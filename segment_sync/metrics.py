@@ -42,6 +42,11 @@ AUDIENCES_IGNORED = Counter(
     "Engage audience, computed-trait and persona changes ignored: not from a trusted source",
     ["source"],
 )
+PROFILE_PULLS = Counter(
+    "microbridge_segment_profile_pulls_total",
+    "Profile API pulls scheduled on a profile miss, by outcome",
+    ["outcome"],
+)
 PENDING = Gauge("microbridge_consumer_pending", "Entries delivered but not acknowledged (group)")
 
 OUTCOMES = {

@@ -28,11 +28,11 @@ from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
 import structlog
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.redis import Keys, user_visitor
+from segment_sync.metrics import PROFILE_PULLS
 from segment_sync.profile import Profile
 from segment_sync.profile_api import ProfileApiClient, ProfileApiError, PulledProfile
 from segment_sync.webhook_config import SegmentWebhookSettings
@@ -42,12 +42,6 @@ __all__ = ["ProfilePuller", "ProfileWriter", "PullOutcome", "pull_marker_key"]
 log = structlog.get_logger()
 
 PullOutcome = Literal["written", "absent", "failed", "cached", "erased", "store_unavailable"]
-
-PULLS = Counter(
-    "microbridge_segment_profile_pulls_total",
-    "Profile API pulls scheduled on a profile miss, by outcome",
-    ["outcome"],
-)
 
 _MEMORY_SIZE = 10_000
 
@@ -95,7 +89,7 @@ class ProfilePuller:
         if user_id in self._inflight or self._remembered(user_id):
             return
         if len(self._inflight) >= self._settings.profile_max_pending:
-            PULLS.labels(outcome="dropped").inc()
+            PROFILE_PULLS.labels(outcome="dropped").inc()
             return
         task = asyncio.get_running_loop().create_task(self._run(user_id), name="profile-pull")
         self._inflight[user_id] = task
@@ -121,7 +115,7 @@ class ProfilePuller:
     async def _run(self, user_id: str) -> PullOutcome:
         async with self._semaphore:
             outcome = await self.pull(user_id)
-        PULLS.labels(outcome=outcome).inc()
+        PROFILE_PULLS.labels(outcome=outcome).inc()
         return outcome
 
     async def pull(self, user_id: str) -> PullOutcome:

@@ -9,3 +9,8 @@ CONTENTFUL_WEBHOOKS = Counter(
     "Contentful webhooks by answer: status (applied, duplicate, ...) or error name",
     ["answer"],
 )
+SEGMENT_WEBHOOK_EVENTS = Counter(
+    "microbridge_segment_webhook_events_total",
+    "Events received on POST /webhooks/segment, by outcome",
+    ["outcome"],  # accepted, duplicate, erased, rejected
+)

@@ -27,7 +27,6 @@ from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -49,6 +48,7 @@ from webhooks.exceptions import (
     WebhookDisabled,
     WebhookStoreUnavailable,
 )
+from webhooks.metrics import SEGMENT_WEBHOOK_EVENTS
 from webhooks.verification import verify_segment_any
 
 __all__ = [
@@ -65,12 +65,6 @@ log = structlog.get_logger()
 
 SOURCE = SEGMENT_WEBHOOK
 DELETE = "delete"
-
-EVENTS = Counter(
-    "microbridge_segment_webhook_events_total",
-    "Events received on POST /webhooks/segment, by outcome",
-    ["outcome"],  # accepted, duplicate, erased, rejected
-)
 
 Enqueue = Callable[[Redis, Keys, list[dict[str, Any]], str], Awaitable[list[str]]]
 Erase = Callable[[str], Awaitable[int]]
@@ -128,14 +122,14 @@ class SegmentWebhook:
         self._verify(body, signature)
         events, rejected = parse_events(body)
         if rejected:
-            EVENTS.labels(outcome="rejected").inc(len(rejected))
+            SEGMENT_WEBHOOK_EVENTS.labels(outcome="rejected").inc(len(rejected))
             log.info("webhook.segment.rejected", events=[r.index for r in rejected][:20])
         fresh = await self._claim(events)
         if fresh:
             await self._hand_over(fresh)
         duplicates = len(events) - len(fresh)
-        EVENTS.labels(outcome="accepted").inc(len(fresh))
-        EVENTS.labels(outcome="duplicate").inc(duplicates)
+        SEGMENT_WEBHOOK_EVENTS.labels(outcome="accepted").inc(len(fresh))
+        SEGMENT_WEBHOOK_EVENTS.labels(outcome="duplicate").inc(duplicates)
         log.info(
             "webhook.segment.received",
             accepted=len(fresh),
@@ -180,7 +174,7 @@ class SegmentWebhook:
             for event in events:
                 if event["type"] == DELETE:
                     await self._erase(str(event["userId"]))
-                    EVENTS.labels(outcome="erased").inc()
+                    SEGMENT_WEBHOOK_EVENTS.labels(outcome="erased").inc()
                     done.append(event)
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
