@@ -1,16 +1,18 @@
 """The page's decisions: every slot in §5 order, sequencing, `maxPersonalized`, then the writes.
 
 `DecisionEngine.decide_page` is pure CPU over the in-process snapshot, the visitor and the state
-read with the profile; the writes it causes are handed to the off-path writer.
+read with the profile. It returns the writes the page view causes with its decisions; the
+caller (`AssemblyService`) hands them to the off-path writer, and a preview or a replay drops them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from assembly.config import DecisionSettings
-from assembly.decision_state import DecisionState, Periods
+from assembly.decision_state import DecisionState, Periods, VisitorWrite
 from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations, AllocationSource
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
 from assembly.learning.compiled import VisitorScores
@@ -20,9 +22,16 @@ from assembly.rules import DecisionEnv, decide
 from assembly.scoring import Scorer
 from assembly.sequencing import Placed, cap_personalized, rerank
 from assembly.visitor import Visitor
-from assembly.writer import DecisionWriter
 from integration.library import Library
 from integration.model import Slot, Template
+
+
+@dataclass(slots=True)  # not frozen: built on every page view, frozen costs twice as much
+class PageDecision:
+    """A page's decisions in page order, and what they write (None: nothing to write)."""
+
+    placed: list[Placed]
+    write: VisitorWrite | None
 
 
 class DecisionEngine:
@@ -31,13 +40,11 @@ class DecisionEngine:
         settings: DecisionSettings,
         *,
         switches: BoardSource | None = None,
-        writer: DecisionWriter | None = None,
         models: ModelHolder | None = None,
         allocations: AllocationSource | None = None,
     ) -> None:
         self.settings = settings
         self.switches = switches
-        self.writer = writer
         self.models = models
         self.allocations = allocations
         self.scorer = Scorer(
@@ -63,7 +70,8 @@ class DecisionEngine:
         visitor: Visitor,
         state: DecisionState,
         now: datetime,
-    ) -> list[Placed]:
+    ) -> PageDecision:
+        """The page's decisions, and what they write (only for a visitor with a state key)."""
         settings = self.settings
         env = self.env(visitor, state, now)
         switch = page_switch(library, template, env.board)
@@ -73,19 +81,18 @@ class DecisionEngine:
                 placed = rerank(placed, visitor, env.now_ts, settings.engagement_half_life_seconds)
             if template.max_personalized is not None:
                 placed = cap_personalized(placed, template.max_personalized)
-        if self.writer is not None and state.key is not None:
-            write = build_write(
-                placed,
-                visitor,
-                state,
-                coherence=env.coherence,
-                periods=env.periods or Periods.at(now),
-                now=env.now_ts,
-                session_ttl=settings.session_ttl_seconds,
-            )
-            if write is not None:
-                self.writer.submit(write)
-        return placed
+        if state.key is None:
+            return PageDecision(placed, None)
+        write = build_write(
+            placed,
+            visitor,
+            state,
+            coherence=env.coherence,
+            periods=env.periods or Periods.at(now),
+            now=env.now_ts,
+            session_ttl=settings.session_ttl_seconds,
+        )
+        return PageDecision(placed, write)
 
     def env(self, visitor: Visitor, state: DecisionState, now: datetime) -> DecisionEnv:
         """What the slot decisions of one page view read (also `assembly.explain`'s)."""

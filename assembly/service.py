@@ -5,7 +5,8 @@ The only outside call is one pipelined Redis read of the visitor's profile and d
 complete (request context only) and marked `degraded`. The read has a time budget
 (`DECISIONS_READ_BUDGET_SECONDS`): a hung store costs a page view at most that, and while the
 store keeps failing a circuit breaker skips it (one probe at a time) so page views don't wait.
-The writes a page view causes go to the off-path writer. When no library is live, the bundled
+The writes a page view causes (the engine returns them with its decisions) go to the off-path
+writer. When no library is live, the bundled
 fallback library answers, also `degraded`.
 """
 
@@ -35,6 +36,7 @@ from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
 from assembly.selection import locale_of, select_slots
 from assembly.visitor import build_visitor
+from assembly.writer import DecisionWriter
 from integration.library import Library
 from integration.model import Slot
 
@@ -129,8 +131,10 @@ class AssemblyService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         engine: DecisionEngine | None = None,
         decision_log: DecisionLog | None = None,
+        writer: DecisionWriter | None = None,
     ) -> None:
         self._libraries = libraries
+        self.writer = writer
         self.decision_log = decision_log
         self._fallback = fallback
         self.fallback_state = FallbackState()
@@ -157,10 +161,12 @@ class AssemblyService:
         profile, state, store_ok = await self.profiles.read(request)
         now = self.clock()
         visitor = build_visitor(request, profile, now.timestamp())
-        placed = self.engine.decide_page(library, template, slots, visitor, state, now)
+        page = self.engine.decide_page(library, template, slots, visitor, state, now)
+        if page.write is not None and self.writer is not None:
+            self.writer.submit(page.write)
         if not store_ok:
             metrics.ASSEMBLE_DEGRADED.labels(cause="store").inc()
-        answers = [_answer(library, s, d, locale) for s, d in placed]
+        answers = [_answer(library, s, d, locale) for s, d in page.placed]
         _count_sources(answers)
         decision_id = new_decision_id(now)
         log = self.decision_log

@@ -78,9 +78,7 @@ class DecisionRuntime:
             switches=switches,
             watcher=watcher,
             writer=writer,
-            engine=DecisionEngine(
-                settings, switches=watcher, writer=writer, models=serving, allocations=bandits
-            ),
+            engine=DecisionEngine(settings, switches=watcher, models=serving, allocations=bandits),
             models=models,
             bandits=bandits,
         )
@@ -157,6 +155,7 @@ async def start_assembly(
         ports.fallback,
         engine=decisions.engine,
         decision_log=decision_log,
+        writer=decisions.writer,
     )
     service.profiles.on_miss = ports.on_miss
     parts = AssemblyServices(

@@ -35,7 +35,7 @@ def replay_on(
     now = datetime.fromisoformat(record["at"])
     visitor = build_visitor(request, profile_of(record["profile"]), now.timestamp())
     engine = DecisionEngine(settings, switches=FixedBoard(_board(record["switches"])))
-    placed = engine.decide_page(library, template, slots, visitor, state_of(record), now)
+    placed = engine.decide_page(library, template, slots, visitor, state_of(record), now).placed
     replayed = {slot.key: _outcome(slot, d) for slot, d in placed}
     rows = [_compare(r, replayed.get(r["slot"])) for r in record["slots"]]
     recorded_order = [r["slot"] for r in record["slots"]]

@@ -1,8 +1,8 @@
 """Preview decisions: the page as a visitor would get it, from drafts, with what an editor forces.
 
 A preview reads no profile and writes nothing: the visitor is the request's context only, the
-decision state is empty, and the engine it uses has no writer (no exposures, caps, sticky
-assignments or session marks), so the store is exactly as before. Admin kill switches still
+decision state is empty, and the writes the engine returns are dropped (no exposures, caps,
+sticky assignments or session marks), so the store is exactly as before. Admin kill switches still
 apply. An editor may force audiences (the visitor is in exactly those), a variant per slot,
 or an experiment arm; forced slots say so in their `reason`.
 """
@@ -96,8 +96,6 @@ class PreviewService:
         key: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        if engine.writer is not None:
-            raise ValueError("a preview engine must have no writer: previews write nothing")
         self._published = published
         self.drafts = drafts
         self.engine = engine
@@ -123,7 +121,7 @@ class PreviewService:
         visitor = forced_visitor(build_visitor(request, None), library, options.audiences)
         placed = self.engine.decide_page(
             library, template, slots, visitor, EMPTY_STATE, self.clock()
-        )
+        ).placed  # a preview writes nothing
         placed = force_decisions(library, placed, options)
         return PreviewResult(library, template, locale, placed, content, note, fetched_at, options)
 

@@ -343,7 +343,8 @@ class TestPage:
     def test_engagement_sequencing_moves_only_unpinned_slots(self) -> None:
         tpl = Template("tpl", "home", self.SLOTS, sequencing="engagement")
         who = visitor({"engagement": {"running": 8.0, "community": 3.0, "shoes": 99.0}})
-        placed = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        page = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        placed = page.placed
         assert [s.key for s, _ in placed] == ["hero", "running", "community", "promo"]
 
     def test_engagement_decays_since_its_timestamp(self) -> None:
@@ -353,21 +354,25 @@ class TestPage:
             "engagement": {"running": 8.0, "community": 3.0},
             "at": {"engagement.running": TS - 3 * week},  # 8 -> 1 after three half-lives
         }
-        placed = page_engine().decide_page(
-            library(), tpl, tpl.slots, visitor(signals), DecisionState(), NOW
+        placed = (
+            page_engine()
+            .decide_page(library(), tpl, tpl.slots, visitor(signals), DecisionState(), NOW)
+            .placed
         )
         assert [s.key for s, _ in placed] == ["hero", "community", "running", "promo"]
 
     def test_fixed_sequencing_keeps_the_template_order(self) -> None:
         tpl = Template("tpl", "home", self.SLOTS)
         who = visitor({"engagement": {"running": 8.0}})
-        placed = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        page = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        placed = page.placed
         assert [s.key for s, _ in placed] == ["hero", "promo", "running", "community"]
 
     def test_max_personalized_keeps_the_top_of_the_sequenced_page(self) -> None:
         tpl = Template("tpl", "home", self.SLOTS, sequencing="engagement", max_personalized=2)
         who = visitor({"engagement": {"community": 5.0}})
-        placed = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        page = page_engine().decide_page(library(), tpl, tpl.slots, who, DecisionState(), NOW)
+        placed = page.placed
         shown = [(s.key, d.source) for s, d in placed]
         assert shown == [
             ("hero", "variant"),
@@ -391,13 +396,32 @@ class TestPage:
         engine = page_engine()
         engine.switches = FixedBoard(SwitchBoard.of([switch]))
         tpl = Template("tpl", "home", self.SLOTS)
-        placed = engine.decide_page(library(), tpl, tpl.slots, visitor(), DecisionState(), NOW)
+        placed = engine.decide_page(
+            library(), tpl, tpl.slots, visitor(), DecisionState(), NOW
+        ).placed
         assert {(d.source, d.reason) for _, d in placed} == {("baseline", reason)}
+
+    def test_the_page_returns_what_it_writes(self) -> None:
+        tpl = Template("tpl", "home", self.SLOTS)
+        who = visitor({"engagement": {"running": 8.0}})
+        keyed = DecisionState(session=SESSION, key="k")
+        write = page_engine().decide_page(library(), tpl, tpl.slots, who, keyed, NOW).write
+        assert write is not None
+        assert write.key == "k"
+        assert write.sets[f"s:{SESSION}:slot:hero"] == b"h"
+
+    def test_a_visitor_without_a_state_key_writes_nothing(self) -> None:
+        tpl = Template("tpl", "home", self.SLOTS)
+        page = page_engine().decide_page(library(), tpl, tpl.slots, visitor(), DecisionState(), NOW)
+        assert page.write is None
+        assert [d.source for _, d in page.placed] == ["variant"] * 4
 
     def test_the_content_global_switch_comes_first(self) -> None:
         tpl = Template("tpl", "home", self.SLOTS)
-        placed = page_engine().decide_page(
-            library(kill_switch=True), tpl, tpl.slots, visitor(), DecisionState(), NOW
+        placed = (
+            page_engine()
+            .decide_page(library(kill_switch=True), tpl, tpl.slots, visitor(), DecisionState(), NOW)
+            .placed
         )
         assert {d.reason for _, d in placed} == {"kill switch: global"}
 
