@@ -4,13 +4,17 @@
 that an older checkout is measured by its own code. Prints one JSON line: the space's JSON as
 the sync delivered it, the entities decoded as `ContentStore.load` decodes them, what the live
 library holds on top (with the incremental builder when the checkout has one), and the renders
-of every slot answer in every locale, each in bytes and per entity.
+of every slot answer in every locale, each in bytes and per entity; then (tracing off) the
+time of a full compile and of the compile after one content entry changes: the whole library
+again in a checkout without the builder, `LibraryBuilder.apply` with it (median of 5).
 """
 
 from __future__ import annotations
 
 import gc
+import statistics
 import sys
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -83,7 +87,32 @@ def main(path: str) -> None:
         "renderedPerEntity": round(rendered / count),
     }
     del keeper
+    tracemalloc.stop()
+    result |= timings(StoredContent(1, entities, LOCALES))
     print(orjson.dumps(result).decode())
+
+
+def timings(content: StoredContent) -> dict[str, float]:
+    """Milliseconds: a full compile, and the compile one changed content entry costs."""
+    full = _median_ms(lambda: compiled(content))
+    entry = next(e for e in content.entities.values() if e.content_type == "hero")
+    edited = Entity.from_json(entry.to_json() | {"revision": entry.revision + 1})
+    library, keeper = compiled(content)
+    if keeper is library:  # no builder: the holder recompiled everything from memory
+        merged = content.entities | {edited.key: edited}
+        change = _median_ms(lambda: compile_library(StoredContent(2, merged, LOCALES)))
+    else:
+        change = _median_ms(lambda: keeper.apply(2, {edited.key: edited}))
+    return {"fullCompileMs": full, "oneChangeMs": change}
+
+
+def _median_ms(run: Any) -> float:
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - started)
+    return round(statistics.median(samples) * 1000, 2)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from integration.model import (
     Condition,
     LibraryIssue,
 )
-from integration.resolve import Resolver, fallback_chains, link_id
+from integration.resolve import Resolver, fallback_chains
 from integration.schemas import Entity, Locale
 from integration.store import StoredContent
 
@@ -217,23 +217,36 @@ class LibraryBuilder:
 
     def _recompile(self, compiler: _Compiler, touched: set[str]) -> int:
         """Recompile the touched entries and, stage by stage, whatever links a changed node."""
-        dirty = set(touched)
+        queues: dict[str, list[str]] = {stage: [] for stage in STAGES}
+        queued: set[str] = set()
+
+        def enqueue(entry_ids: Iterable[str]) -> None:
+            for entry_id in entry_ids:
+                if entry_id not in queued:
+                    queued.add(entry_id)
+                    for stage in self._stages_of(entry_id):
+                        queues[stage].append(entry_id)
+
+        enqueue(touched)
         for entry_id in touched:
-            dirty.update(self._dependents_of(entry_id))
+            enqueue(self._dependents_of(entry_id))
         count = 0
         for stage in STAGES:
-            for entry_id in [i for i in dirty if self._in_stage(i, stage)]:
+            for entry_id in queues[stage]:  # grows while it runs only with later stages' ids
                 count += 1
                 if self._compile(stage, compiler, entry_id):
-                    dirty.update(self._dependents_of(entry_id))
+                    enqueue(self._dependents_of(entry_id))
         return count
 
-    def _in_stage(self, entry_id: str, stage: str) -> bool:
-        """Whether the entry is of this stage's type now, or holds a record of it from before."""
-        if entry_id in self._tables[stage] or entry_id in self._issues[stage]:
-            return True
+    def _stages_of(self, entry_id: str) -> list[str]:
+        """The stages an entry belongs to: its type's now, and any holding a record of it."""
         entity = self._entities.get(_ENTRY + entry_id)
-        return entity is not None and entity.content_type == stage
+        now = entity.content_type if entity is not None else None
+        return [
+            stage
+            for stage in STAGES
+            if stage == now or entry_id in self._tables[stage] or entry_id in self._issues[stage]
+        ]
 
     def _compile(self, stage: str, compiler: _Compiler, entry_id: str) -> bool:
         """Recompile one node; True when its compiled value changed (its dependents follow)."""
@@ -391,13 +404,16 @@ def _is(entity: Entity | None, content_type: str) -> bool:
     return entity is not None and entity.content_type == content_type
 
 
-def _linked_ids(entity: Entity) -> frozenset[str]:
-    """Every entry id the entity's fields link, in any locale (the compiler reads only some)."""
+def _linked_ids(entity: Entity) -> set[str]:
+    """Every entry id the entity's fields link, in any locale: a superset of what the compiler
+    reads (`link_id`), which is all a dependency needs."""
     found: set[str] = set()
     for values in entity.fields.values():
         for value in values.values():
             for item in value if isinstance(value, list) else (value,):
-                target = link_id(item)
-                if target is not None:
-                    found.add(target)
-    return frozenset(found)
+                sys = item.get("sys") if isinstance(item, dict) else None
+                if isinstance(sys, dict) and sys.get("linkType") == "Entry":
+                    target = sys.get("id")
+                    if isinstance(target, str):
+                        found.add(target)
+    return found

@@ -49,6 +49,15 @@ _EMPTY_STYLE = orjson.Fragment(b"{}")  # most answers carry no style: one shared
 
 
 RenderKey = tuple[str, str, str]  # (entry id, variant id or "", locale)
+# Entity key → the cached renders that read it. Tuples, not sets (a set costs 200 bytes, most
+# entities are read by a render or two); immutable, so a snapshot's copy never sees another's.
+RenderDeps = dict[str, tuple[RenderKey, ...]]
+
+
+def _depend(deps: RenderDeps, key: str, cache_key: RenderKey) -> None:
+    held = deps.get(key, ())
+    if cache_key not in held:
+        deps[key] = (*held, cache_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +82,7 @@ class Library:
     _rendered: dict[RenderKey, RenderedEntry | None] = field(
         default_factory=dict, repr=False, compare=False
     )
-    _render_deps: dict[str, set[RenderKey]] = field(default_factory=dict, repr=False, compare=False)
+    _render_deps: RenderDeps = field(default_factory=dict, repr=False, compare=False)
     """Entity key → the cached renders that read it (over-approximate: stale members are fine)."""
 
     def render(self, entry_id: str, variant: Variant | None, locale: str) -> RenderedEntry | None:
@@ -87,7 +96,7 @@ class Library:
         if variant is not None:
             read.add(entity_key("Entry", variant.id))
         for key in read:  # the dependencies first, then the entry they guard
-            self._render_deps.setdefault(key, set()).add(cache_key)
+            _depend(self._render_deps, key, cache_key)
         self._rendered[cache_key] = rendered
         return rendered
 
@@ -103,18 +112,16 @@ class Library:
             style.update(variant.style)
         encoded_style = orjson.dumps(style)
         return RenderedEntry(
-            entry=orjson.Fragment(orjson.dumps(entry)),
-            style=_EMPTY_STYLE if encoded_style == b"{}" else orjson.Fragment(encoded_style),
+            entry=orjson.Fragment(_kept(orjson.dumps(entry))),
+            style=_EMPTY_STYLE if encoded_style == b"{}" else orjson.Fragment(_kept(encoded_style)),
         )
 
     def carried_renders(
         self, changed: Iterable[str]
-    ) -> tuple[dict[RenderKey, RenderedEntry | None], dict[str, set[RenderKey]]]:
+    ) -> tuple[dict[RenderKey, RenderedEntry | None], RenderDeps]:
         """This snapshot's render cache without what read a `changed` entity key, for the next.
 
         The copies are flat (C-level dict copies); only the renders of changed keys are dropped.
-        The dependency sets are shared with this snapshot: a later render adds to both, which
-        only widens what a later change drops.
         """
         rendered, deps = self._rendered.copy(), self._render_deps.copy()
         for key in changed:
@@ -276,6 +283,12 @@ class _Compiler:
         except ModelError as exc:
             self.report(entries[0], str(exc))
             return False, self.default_locale
+
+
+def _kept(encoded: bytes) -> bytes:
+    """An exact-size copy of orjson's output, for what a snapshot keeps: `orjson.dumps` returns
+    its working buffer (4 KB for a few hundred bytes of JSON), ten times what a render needs."""
+    return bytes(memoryview(encoded))
 
 
 def _variant_rank(variant: Variant) -> tuple[int, str]:
