@@ -27,6 +27,7 @@ from assembly.decision_log.router import router as decision_log_router
 from assembly.explain.router import router as explain_router
 from assembly.insights.router import router as insights_router
 from assembly.last_good import DEMO_SOURCE, SnapshotWriter, startup_fallback
+from assembly.learning.holder import with_model_status
 from assembly.operator.router import router as operator_router
 from assembly.preview.config import PreviewSettings
 from assembly.preview.router import router as preview_router
@@ -255,7 +256,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
     return AppServices(
         settings=settings,
         admin=AdminAccess(admin.get_secret_value() if admin else None),
-        readiness=Readiness(integration.readiness),
+        readiness=Readiness(with_model_status(integration.readiness, assembly.decisions.models)),
         integration=integration,
         segment_sync=segment,
         webhooks=webhooks,

@@ -3,8 +3,9 @@
 `refresh` reads the version pointer; when it moved, it loads and validates that version's
 artifact and compiles it. A missing or broken artifact means *no model*: the rules decide
 alone (the rollback), logged once per version (`learning.model.invalid`) and visible as
-`microbridge_model_loaded 0` and in `/readyz` (`model`). `run` reloads on every announcement
-and at least every `poll_seconds`, like the kill switches.
+`microbridge_model_loaded 0` and in `/readyz` (`model`: the version served, the version
+published, the problem). `run` reloads on every announcement and at least every
+`poll_seconds`, like the kill switches.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from assembly.learning.compiled import CompiledModel
 from assembly.learning.exceptions import ModelInvalid
 from assembly.learning.store import ModelStore
 from core.cancellation import reraise_if_cancelling
+from core.ops import ReadinessCheck
 
 log = structlog.get_logger()
 
@@ -99,3 +101,14 @@ class ModelHolder:
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def with_model_status(check: ReadinessCheck, holder: ModelHolder) -> ReadinessCheck:
+    """`check` (the app's readiness) with this replica's model under `model`. A missing or
+    refused model does not make the replica unready: the rules decide."""
+
+    async def ready() -> tuple[bool, dict[str, Any]]:
+        ok, detail = await check()
+        return ok, {**detail, "model": holder.status()}
+
+    return ready

@@ -150,6 +150,8 @@ async def test_without_a_model_the_rules_decide(bridge: Client) -> None:
     assert "model" not in answer["reason"]
     assert runtime(app).models.model is None
     assert await metric(client, "microbridge_model_loaded") == 0
+    ready = (await client.get("/readyz")).json()
+    assert ready["model"] == {"version": None, "published": None, "problem": None}
 
 
 async def test_the_model_picks_per_segment_and_every_replica_reloads_a_new_version(
@@ -222,7 +224,9 @@ async def test_a_broken_or_missing_artifact_rolls_back_to_the_rules(
     assert "model" not in (await hero(client, CART))["reason"]
     assert await metric(client, "microbridge_model_loaded") == 0
     assert await metric(client, "microbridge_model_load_failures_total") == failures + 1
-    assert holder.status() == {"version": None, "published": broken, "problem": holder.problem}
+    ready = (await client.get("/readyz")).json()
+    assert ready["status"] == "ready"  # the rules decide: the replica still serves
+    assert ready["model"] == {"version": None, "published": broken, "problem": holder.problem}
     # A version whose artifact is gone: still the rules.
     await redis.set(store.keys.model_current, 999)
     await store.redis.publish(store.keys.model_channel, "999")
