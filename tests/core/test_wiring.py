@@ -11,6 +11,7 @@ import ast
 import asyncio
 import dataclasses
 import typing
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -169,6 +170,29 @@ class TestBackgroundTasks:
         await done
         await asyncio.sleep(0)
         assert done not in tasks
+
+    async def test_every_task_ends_before_any_package_closer_runs(self) -> None:
+        """Two packages, each registering a closer then `stop` on one exit stack."""
+        events: list[str] = []
+        tasks = BackgroundTasks()
+
+        async def run(name: str) -> None:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                events.append(f"{name} task ended")
+
+        async def close(name: str) -> None:
+            events.append(f"{name} closed")
+
+        async with AsyncExitStack() as stack:
+            for name in ("integration", "assembly"):
+                stack.push_async_callback(close, name)
+                stack.push_async_callback(tasks.stop)
+                tasks.spawn(run(name), name=name)
+            await asyncio.sleep(0)
+        assert sorted(events[:2]) == ["assembly task ended", "integration task ended"]
+        assert events[2:] == ["assembly closed", "integration closed"]
 
     async def test_stop_ends_a_task_that_swallows_the_first_cancel(self) -> None:
         async def stubborn() -> None:
