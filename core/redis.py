@@ -97,6 +97,11 @@ class Keys:
         return self._content("sync_lock")
 
     @property
+    def sync_leader(self) -> str:
+        """The sync leader's lease (`host:pid:token`): only its holder runs the periodic sync."""
+        return self._content("sync_leader")
+
+    @property
     def content_channel(self) -> str:
         """Pub/sub channel: content changed, replicas recompile their snapshot."""
         return self._content("changed")

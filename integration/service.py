@@ -28,6 +28,7 @@ from core.redis import Keys
 from integration import metrics
 from integration.builder import LibraryBuilder
 from integration.exceptions import ContentfulError
+from integration.leadership import SyncLeadership
 from integration.library import Library
 from integration.schemas import Entity
 from integration.store import ContentChange, ContentStore, Generation, StoredContent, SyncLock
@@ -239,16 +240,23 @@ async def _drain(pubsub: object) -> list[dict[str, Any]]:
 
 
 async def sync_forever(
-    service: SyncService, lock: SyncLock, interval: float, *, attempted: asyncio.Event
+    service: SyncService,
+    lock: SyncLock,
+    interval: float,
+    *,
+    attempted: asyncio.Event,
+    leader: SyncLeadership | None = None,
 ) -> None:
     """One sync now, then one per interval; failures are logged and retried next round.
 
+    With a `leader`, a round syncs only while this replica leads (the others skip it).
     `attempted` is set once the first round has ended, whatever its outcome.
     """
     while True:
         started = time.monotonic()
         try:
-            await sync_once_locked(service, lock)
+            if leader is None or await leader.lead():
+                await sync_once_locked(service, lock)
         except (ContentfulError, RedisError, OSError) as exc:
             reraise_if_cancelling(exc)
             log.error("contentful.sync.failed", error=type(exc).__name__, detail=str(exc))

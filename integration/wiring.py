@@ -25,6 +25,7 @@ from integration.client import ContentfulSource
 from integration.config import ContentfulSettings
 from integration.demo import DemoSource
 from integration.exceptions import ContentfulError
+from integration.leadership import SyncLeadership
 from integration.library import Library
 from integration.schemas import ContentSource
 from integration.service import LibraryHolder, sync_forever
@@ -43,6 +44,7 @@ class IntegrationServices:
     holder: LibraryHolder
     sync: SyncService
     lock: SyncLock
+    leader: SyncLeadership
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
     first_sync: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -137,6 +139,10 @@ def build_integration(
         holder=holder,
         sync=SyncService(content_source(settings), content, validate=holder.prepare),
         lock=SyncLock(redis, keys.sync_lock, ttl_seconds=settings.sync_lease_seconds),
+        leader=SyncLeadership(
+            SyncLock(redis, keys.sync_leader, ttl_seconds=settings.sync_lease_seconds),
+            settings.sync_lease_seconds,
+        ),
         tasks=tasks or BackgroundTasks(),
     )
 
@@ -160,8 +166,12 @@ async def start_integration(
     stack.push_async_callback(tasks.stop)
     full_resync_on_store_loss(parts)
     interval = settings.sync_interval_seconds
+    parts.tasks.spawn(parts.leader.keep(), name="sync-leader")
     parts.tasks.spawn(
-        sync_forever(parts.sync, parts.lock, interval, attempted=parts.first_sync), name="sync"
+        sync_forever(
+            parts.sync, parts.lock, interval, attempted=parts.first_sync, leader=parts.leader
+        ),
+        name="sync",
     )
     parts.tasks.spawn(
         parts.holder.watch(redis, keys, service.library_poll_seconds), name="library-watch"
