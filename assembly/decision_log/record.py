@@ -29,9 +29,7 @@ from assembly.killswitch import SwitchBoard
 from assembly.ports import Profile
 from assembly.schemas import AssembleRequest
 from integration.library import Library
-from integration.model import Slot
-
-OUTCOME_FIELDS = ("slot", "variant", "source", "reason", "experiment")
+from integration.model import CapPeriod, Slot
 
 
 @dataclass(slots=True)
@@ -64,10 +62,14 @@ class LibraryTag:
         return {"version": self.version, "epoch": self.epoch, "generation": self.generation}
 
 
-def encode_record(pending: PendingDecision, tag: LibraryTag | None) -> bytes:
-    """The record as JSON. orjson encodes the profile dataclass and the clock itself (in C);
-    `_json_default` turns the profile's sets and read-only mappings into JSON."""
-    return orjson.dumps(to_record(pending, tag), default=_json_default, option=_OPTIONS)
+def encode_record(
+    pending: PendingDecision, tag: LibraryTag | None, reads: SlotReads | None = None
+) -> bytes:
+    """The record as JSON. orjson encodes the profile dataclass and the clock itself (in C),
+    pydantic the request (embedded as a fragment); `_json_default` turns the profile's sets
+    and read-only mappings into JSON."""
+    record = to_record(pending, tag, reads or SlotReads())
+    return orjson.dumps(record, default=_json_default, option=_OPTIONS)
 
 
 _OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -81,15 +83,16 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def to_record(pending: PendingDecision, tag: LibraryTag | None) -> dict[str, Any]:
+def to_record(pending: PendingDecision, tag: LibraryTag | None, reads: SlotReads) -> dict[str, Any]:
     """The record, ready for `orjson.dumps(..., default=_json_default)` (`encode_record`)."""
     state = pending.state
+    slots = [reads.of(slot) for slot in pending.slots]
     return {
         "id": pending.id,
         "at": pending.now,
         "content": tag.to_json() if tag else None,
         "fallback": pending.fallback,
-        "request": pending.request.model_dump(mode="json"),
+        "request": orjson.Fragment(pending.request.model_dump_json()),
         "locale": pending.locale,
         "store": {
             "answered": pending.store_ok,
@@ -97,9 +100,20 @@ def to_record(pending: PendingDecision, tag: LibraryTag | None) -> dict[str, Any
             "session": state.session if state is not None else None,
         },
         "profile": pending.profile,
-        "state": state_facts(state, pending.slots, pending.now) if state is not None else {},
+        "state": state_facts(state, slots, pending.now) if state is not None else {},
         "switches": [s.to_json() for s in pending.board.all()] if pending.board else [],
-        "slots": [{name: a[name] for name in OUTCOME_FIELDS} for a in pending.answers],
+        "slots": [_outcome(answer) for answer in pending.answers],
+    }
+
+
+def _outcome(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """The slot's outcome in an answer, without its content (a literal: the cheapest copy)."""
+    return {
+        "slot": answer["slot"],
+        "variant": answer["variant"],
+        "source": answer["source"],
+        "reason": answer["reason"],
+        "experiment": answer["experiment"],
     }
 
 
@@ -118,23 +132,57 @@ def profile_of(doc: Mapping[str, Any] | None) -> Profile | None:
 _EMPTY = Profile()
 
 
-def state_facts(state: DecisionState, slots: Sequence[Slot], now: datetime) -> dict[str, str]:
+@dataclass(frozen=True, slots=True)
+class SlotRead:
+    """What one compiled slot's decision can read from the state: its tests (experiments and
+    rollouts) and its capped variants."""
+
+    slot: Slot
+    tests: tuple[str, ...]
+    capped: tuple[tuple[str, CapPeriod], ...]
+
+
+class SlotReads:
+    """`SlotRead`s built once per compiled slot (a library's slots live as long as it does),
+    so a record does not walk every variant of every slot again. Bounded: cleared when full."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._by_id: dict[int, SlotRead] = {}
+        self._limit = limit
+
+    def of(self, slot: Slot) -> SlotRead:
+        found = self._by_id.get(id(slot))
+        if found is None or found.slot is not slot:
+            if len(self._by_id) >= self._limit:
+                self._by_id.clear()
+            found = _slot_read(slot)
+            self._by_id[id(slot)] = found
+        return found
+
+
+def _slot_read(slot: Slot) -> SlotRead:
+    tests = [*slot.arms, *(rollout_test(v) for v in slot.variants if v.rollout is not None)]
+    capped = tuple(
+        (v.key, v.frequency_cap.per) for v in slot.variants if v.frequency_cap is not None
+    )
+    return SlotRead(slot, tuple(tests), capped)
+
+
+def state_facts(state: DecisionState, slots: Sequence[SlotRead], now: datetime) -> dict[str, str]:
     """The state fields the page's decisions could read, with their values (absent: unset)."""
     facts: dict[str, str] = {}
     periods = Periods.at(now)
-    for slot in slots:
-        marker = state.session_marker(slot.key)
+    for read in slots:
+        key = read.slot.key
+        marker = state.session_marker(key)
         if marker is not None:
-            facts[f"s:{state.session}:slot:{slot.key}"] = marker
-        tests = list(slot.arms)
-        tests.extend(rollout_test(v) for v in slot.variants if v.rollout is not None)
-        for test in tests:
+            facts[f"s:{state.session}:slot:{key}"] = marker
+        for test in read.tests:
             assignment = state.assignment(test)
             if assignment is not None:
                 facts[f"a:{test}"] = assignment.encode().decode()
-        for variant in slot.variants:
-            cap = variant.frequency_cap
-            name = count_field(variant.key, cap.per, periods, state.session) if cap else None
+        for variant, per in read.capped:
+            name = count_field(variant, per, periods, state.session)
             if name is not None and (count := state.count(name)):
                 facts[name] = str(count)
     return facts
