@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-learning-bandit bench-learning-model fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-replicas bench-learning-bandit bench-learning-model fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -39,6 +39,13 @@ bench-scale: install
 	@./scripts/need redis-server redis-server
 	@./scripts/need wrk wrk
 	$(UV) run --frozen python -m bench.scale $(ARGS)
+
+# Three replicas behind a round-robin proxy (issue 14): webhook and kill switch → visible on all,
+# assemble req/s through the proxy vs one replica directly (about 2 minutes).
+bench-replicas: install
+	@./scripts/need redis-server redis-server
+	@./scripts/need wrk wrk
+	$(UV) run --frozen python -m bench.replicas $(ARGS)
 
 # Bandit mode (issue 13): a population with known conversion rates through the tracking API and
 # assemble, the bandit against the uniform split and the oracle (about 5 minutes).
