@@ -74,7 +74,7 @@ def main(path: str) -> None:
     renders = render_all(library)
     rendered = traced() - start - decoded - held
     count = len(entities)
-    result = {
+    result: dict[str, float] = {
         "entities": count,
         "jsonBytes": json_bytes,
         "decodedBytes": decoded,
