@@ -115,9 +115,18 @@ class LibraryBuilder:
     def apply(self, version: int, changes: Mapping[str, Entity | None]) -> Library:
         """The snapshot at `version` after `changes` (entity key → entity, None = removed)."""
         with self._mutex:
-            started = time.perf_counter()
-            touched = self._write(changes)
-            return self._rebuild(version, touched, changes.keys(), started)
+            return self._apply(version, changes)
+
+    def rebase(self, version: int, entities: Mapping[str, Entity]) -> Library:
+        """The snapshot at `version` of exactly `entities` (a full read of the store): only the
+        difference is applied, under the same lock as the diff."""
+        with self._mutex:
+            return self._apply(version, self.diff(entities))
+
+    def _apply(self, version: int, changes: Mapping[str, Entity | None]) -> Library:
+        started = time.perf_counter()
+        touched = self._write(changes)
+        return self._rebuild(version, touched, changes.keys(), started)
 
     def _rebuild(
         self, version: int, touched: set[str], changed: Iterable[str], started: float

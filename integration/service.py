@@ -121,8 +121,9 @@ class LibraryHolder:
                 fresh = LibraryBuilder(content, link_depth=self._link_depth)
                 assert fresh.library is not None
                 return fresh, fresh.library
-            step = builder.diff(content.entities) if changes is None else changes
-            return builder, builder.apply(content.version, step)
+            if changes is None:
+                return builder, builder.rebase(content.version, content.entities)
+            return builder, builder.apply(content.version, changes)
 
         try:
             compiled = await asyncio.to_thread(compile_now)
