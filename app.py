@@ -46,7 +46,7 @@ from core.logging import configure_from_environment, configure_logging
 from core.openapi import error_contract
 from core.ops import Readiness
 from core.ops import router as ops_router
-from core.redis import Keys, connect
+from core.redis import Keys, connect, keys_for
 from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings, deferred
 from core.tasks import BackgroundTasks
@@ -185,7 +185,7 @@ def source_identity(settings: ContentfulSettings) -> str:
 def build_runtime(settings: AppSettings) -> IntegrationServices:
     """Integration's parts, not started, for cli.py's one-off commands (close `.redis`)."""
     redis, embedded = connect(settings.store)
-    keys = Keys(settings.store.key_prefix)
+    keys = keys_for(settings.store)
     return build_integration(redis, keys, settings.contentful, settings.service, embedded=embedded)
 
 
@@ -197,7 +197,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
     redis, embedded = connect(settings.store)
     stack.push_async_callback(redis.aclose)
     tasks = BackgroundTasks()
-    keys = Keys(settings.store.key_prefix)
+    keys = keys_for(settings.store)
     identity = source_identity(settings.contentful)
     snapshot = SnapshotWriter(settings.service.snapshot_path, identity)
     fallback = startup_fallback(snapshot.path, identity)
@@ -223,7 +223,10 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
     )
     webhooks = start_webhooks(
         WebhookSettings(
-            settings.contentful_webhooks, settings.segment_webhook, settings.segment.stream_max_len
+            settings.contentful_webhooks,
+            settings.segment_webhook,
+            settings.segment.stream_max_len,
+            settings.segment.ingest(),
         ),
         settings.contentful,
         integration,
@@ -235,7 +238,12 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         holder=integration.holder,
         profiles=RedisProfileStore(redis, keys),
         sink=functools.partial(
-            enqueue, redis, keys, source=EXPOSURE_SOURCE, max_len=settings.segment.stream_max_len
+            enqueue,
+            redis,
+            keys,
+            source=EXPOSURE_SOURCE,
+            max_len=settings.segment.stream_max_len,
+            ingest=settings.segment.ingest(),
         ),
         fallback=fallback,
         snapshot=snapshot,

@@ -142,8 +142,13 @@ class KillSwitchStore:
                 pipe.hset(self.keys.kill_switches, switch.field, orjson.dumps(switch.to_json()))
                 self._audit(pipe, "restore", switch)
             pipe.set(self.keys.kill_switch_marker, b"1")
-            pipe.publish(self.keys.kill_switch_channel, b"restored")
             await pipe.execute()
+        await self._announce(b"restored")
+
+    async def _announce(self, what: str | bytes) -> None:
+        """Tell every replica, once the change is committed (a cluster client cannot queue a
+        PUBLISH in a transaction; subscribers reload from the store either way)."""
+        await self._redis.publish(self.keys.kill_switch_channel, what)
 
     async def get(self, scope: Scope, key: str) -> KillSwitch | None:
         raw = await self._redis.hget(self.keys.kill_switches, f"{scope}:{key}")
@@ -154,8 +159,8 @@ class KillSwitchStore:
             pipe.hset(self.keys.kill_switches, switch.field, orjson.dumps(switch.to_json()))
             pipe.set(self.keys.kill_switch_marker, b"1")
             self._audit(pipe, "set", switch)
-            pipe.publish(self.keys.kill_switch_channel, switch.field)
             await pipe.execute()
+        await self._announce(switch.field)
         log.warning(
             "assembly.kill_switch.set",
             scope=switch.scope,
@@ -178,8 +183,8 @@ class KillSwitchStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             self._audit(pipe, "clear", cleared)
             pipe.set(self.keys.kill_switch_marker, b"1")
-            pipe.publish(self.keys.kill_switch_channel, name)
             await pipe.execute()
+        await self._announce(name)
         log.warning(
             "assembly.kill_switch.cleared", scope=scope, key=key or None, by=by, reason=reason
         )

@@ -218,10 +218,10 @@ def _queue_visitor(pipe: Any, write: VisitorWrite, ttl_seconds: int, plan: _Flus
             pipe.hset(key, name, assignment.encode())
         else:
             pipe.hsetnx(key, name, assignment.encode())
-        plan.assignments.append((len(pipe.command_stack) - 1, write, test, assignment, overwrite))
+        plan.assignments.append((len(pipe) - 1, write, test, assignment, overwrite))
     for marker, exposure in write.exposures:
         pipe.hsetnx(key, marker, b"1")
-        plan.exposures.append((len(pipe.command_stack) - 1, write, exposure))
+        plan.exposures.append((len(pipe) - 1, write, exposure))
     if write.sets:
         pipe.hset(key, mapping=write.sets)
     if write.deletes:

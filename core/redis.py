@@ -8,14 +8,18 @@ Visitor keys carry a hash tag (`{v:<id>}`) so one visitor's keys share a Redis C
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as _SLOTS
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.cluster import Cluster
 from core.settings import StoreSettings
 
 log = structlog.get_logger()
@@ -40,9 +44,19 @@ class Keys:
     """
 
     prefix: str = "mb"
+    # On a Redis Cluster (`REDIS_CLUSTER`) the families that a script or transaction touches
+    # together carry one hash tag each (docs/storage.md "Redis Cluster"); on a single node the
+    # names stay as they always were.
+    cluster: bool = False
+
+    def _tagged(self, family: str, group: str, name: str) -> str:
+        """`<p>:<family>:<name>`; on a cluster `<p>:{<group>}:<name>`, one slot per group."""
+        if self.cluster:
+            return f"{self.prefix}:{{{group}}}:{name}"
+        return f"{self.prefix}:{family}:{name}"
 
     def _content(self, name: str) -> str:
-        return f"{self.prefix}:content:{name}"
+        return self._tagged("content", "content", name)
 
     def _visitor(self, visitor_id: str, name: str) -> str:
         return f"{self.prefix}:{{v:{visitor_id}}}:{name}"
@@ -50,14 +64,17 @@ class Keys:
     def _events(self, name: str) -> str:
         return f"{self.prefix}:events{name}"
 
-    def _decisions(self, name: str) -> str:
-        return f"{self.prefix}:decisions:{name}"
+    def _decisions(self, name: str, group: str | None = None) -> str:
+        """A decisions key; `group` names the keys written together (one slot on a cluster)."""
+        if group is None:
+            return f"{self.prefix}:decisions:{name}"
+        return self._tagged("decisions", f"decisions:{group}", name)
 
     def _webhooks(self, name: str) -> str:
         return f"{self.prefix}:webhooks:{name}"
 
     def _model(self, name: str) -> str:
-        return f"{self.prefix}:model:{name}"
+        return self._tagged("model", "model", name)
 
     # integration: the content store (integration/store.py, store_scripts.py, sync.py)
 
@@ -147,6 +164,8 @@ class Keys:
 
     def contentful_seen(self, dedupe_id: str) -> str:
         """One applied Contentful delivery (idempotency key, else body hash), expiring."""
+        if self.cluster:  # set by the content write script: in the content keys' slot
+            return self._content(f"webhooks:contentful:seen:{dedupe_id}")
         return self._webhooks(f"contentful:seen:{dedupe_id}")
 
     def segment_seen(self, digest: str) -> str:
@@ -181,6 +200,21 @@ class Keys:
         """Stream of accepted messages, read by the consumer group."""
         return self._events("")
 
+    def events_shard(self, shard: int, shards: int = 1) -> str:
+        """Stream `shard` of `shards` (`SEGMENT_STREAM_SHARDS`). On a single node shard 0 is
+        `events_stream`, so one shard keeps the single-stream name; on a cluster shard i's hash
+        tag is the first whose slot lies in the i-th of `shards` equal slot ranges, so that the
+        shards land on different masters of an evenly sliced cluster."""
+        if not self.cluster:
+            return self._events(f":shard:{shard}" if shard else "")
+        low, high = shard * _SLOTS // shards, (shard + 1) * _SLOTS // shards
+        tag = next(
+            f"events:{shard}:{n}"
+            for n in range(1_000_000)
+            if low <= key_slot(f"events:{shard}:{n}".encode()) < high
+        )
+        return f"{self.prefix}:{{{tag}}}"
+
     @property
     def events_dead(self) -> str:
         """Dead-letter stream of entries that kept failing."""
@@ -204,41 +238,46 @@ class Keys:
     @property
     def kill_switches(self) -> str:
         """Hash of the admin kill switches in force (assembly/killswitch.py)."""
-        return self._decisions("kill_switches")
+        return self._decisions("kill_switches", "switches")
 
     @property
     def kill_switch_audit(self) -> str:
         """Stream of kill switch changes, with who and why."""
-        return self._decisions("audit")
+        return self._decisions("audit", "switches")
 
     @property
     def kill_switch_channel(self) -> str:
         """Pub/sub channel: kill switches changed, replicas reload their board."""
-        return self._decisions("changed")
+        return self._decisions("changed", "switches")
 
     @property
     def kill_switch_marker(self) -> str:
         """Written with every kill switch change: its loss means the store lost its data."""
-        return self._decisions("kill_switches:kept")
+        return self._decisions("kill_switches:kept", "switches")
 
     @property
     def bandit_weights(self) -> str:
         """Hash: experiment → its bandit's current arm weights (assembly/experiments/allocation)."""
-        return self._decisions("bandit:weights")
+        return self._decisions("bandit:weights", "bandit")
 
     @property
     def bandit_version(self) -> str:
         """Counter bumped with every change of bandit weights."""
-        return self._decisions("bandit:version")
+        return self._decisions("bandit:version", "bandit")
 
     @property
     def bandit_lease(self) -> str:
         """The lease of the replica that recomputes bandit weights."""
-        return self._decisions("bandit:lease")
+        return self._decisions("bandit:lease", "bandit")
+
+    @property
+    def bandit_contextual(self) -> str:
+        """Hash: experiment → its contextual bandit's parameters (assembly/experiments)."""
+        return self._decisions("bandit:contextual", "bandit")
 
     def bandit_history(self, experiment: str) -> str:
         """List of an experiment's past bandit weights."""
-        return self._decisions(f"bandit:history:{experiment}")
+        return self._decisions(f"bandit:history:{experiment}", "bandit")
 
     @property
     def model_seq(self) -> str:
@@ -262,25 +301,39 @@ class Keys:
     @property
     def decision_log(self) -> str:
         """Stream of logged decisions (assembly/decision_log), capped by length and age."""
-        return self._decisions("log")
+        return self._decisions("log", "log")
 
     @property
     def decision_log_ids(self) -> str:
         """Sorted set (one score, so ordered by name): `<decisionId>:<stream id>`."""
-        return self._decisions("log:ids")
+        return self._decisions("log:ids", "log")
 
     def decision_log_visitor(self, visitor_id: str) -> str:
         """A visitor's logged decisions, `<decisionId>:<stream id>` scored by decision time."""
         return self._visitor(visitor_id, "decision_log")
 
 
+def keys_for(settings: StoreSettings) -> Keys:
+    """The key names of a store: its prefix, and hash tags when it is a cluster."""
+    return Keys(settings.key_prefix, cluster=settings.cluster)
+
+
 def connect(settings: StoreSettings) -> tuple[Redis, bool]:
-    """Return a client and whether it is the embedded in-process store."""
+    """Return a client and whether it is the embedded in-process store.
+
+    With `REDIS_CLUSTER=true` the client is redis-py's `RedisCluster`, seeded by `REDIS_URL`: it
+    has the same commands, so it is typed as `Redis`; what reaches below the commands (raw
+    connections, see `core.cluster`) asks `cluster_of` first.
+    """
     if settings.url is None:
         import fakeredis
 
         log.info("store.embedded", detail="REDIS_URL unset: using the in-process embedded store")
         return fakeredis.FakeAsyncRedis(), True
+    if settings.cluster:
+        client = cluster_client(settings.url, settings)
+        log.info("store.redis_cluster", url=_redact(settings.url))
+        return client, False
     client = Redis.from_url(
         settings.url,
         socket_timeout=settings.socket_timeout,
@@ -291,6 +344,25 @@ def connect(settings: StoreSettings) -> tuple[Redis, bool]:
     )
     log.info("store.redis", url=_redact(settings.url))
     return client, False
+
+
+def cluster_client(
+    url: str,
+    settings: StoreSettings,
+    *,
+    socket_timeout: float | None = None,
+    max_connections: int | None = None,
+) -> Redis:
+    """A cluster client seeded by `url`: it learns the slot map from that node and follows
+    failovers (`MOVED`, a refused connection) by reloading it, within its retry budget."""
+    cluster = Cluster.from_url(
+        url,
+        socket_timeout=socket_timeout or settings.socket_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        max_connections=max_connections or settings.max_connections,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=6),
+    )
+    return cast(Redis, cluster)
 
 
 def _redact(url: str) -> str:

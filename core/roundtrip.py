@@ -9,6 +9,8 @@ the replies are read in order. Either way: one round trip, replies shaped as red
 callbacks shape them (`HGETALL` → dict). Errors and cancels (the caller's time budget ran out)
 drop the connection, so no reply is left unread on a connection that is used again.
 The connections are the reader's own (`OneRoundTrip`), to skip the pool's per-command costs.
+On a Redis Cluster each visitor's reads go to the master of its slot (`core.cluster`); two ids
+in two slots are read from their two masters at once, so still one round trip of latency.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from core import cluster as clusters
 from core.resp import pack, pack_all
 
 log = structlog.get_logger()
@@ -69,6 +72,17 @@ class RawCommands:
         tags = {_tag(key) for key in self.keys}
         return len(tags) == 1 and None not in tags
 
+    def by_slot(self) -> dict[int, tuple[RawCommands, list[int]]]:
+        """The commands split by the hash slot of their key, each with its positions."""
+        parts: dict[int, tuple[RawCommands, list[int]]] = {}
+        for index, (command, key, shape) in enumerate(
+            zip(self.commands, self.keys, self.shapes, strict=True)
+        ):
+            part, positions = parts.setdefault(clusters.slot(key), (RawCommands(), []))
+            part._add(command, key, shape)
+            positions.append(index)
+        return parts
+
     def script_args(self) -> list[Any]:
         args: list[Any] = [len(self.commands)]
         for name, *rest in self.commands:
@@ -99,15 +113,43 @@ class OneRoundTrip:
 
     def __init__(self, redis: Redis, *, limit: int = 64) -> None:
         self._redis = redis
-        self._idle: list[Any] = []
+        self._cluster = clusters.cluster_of(redis)
+        self._idle: list[Any] = []  # single node; on a cluster, per master in `_idle_at`
+        self._idle_at: dict[str, list[Any]] = {}
         self._limit = limit
         # Off for good once the store says it cannot run scripts. The embedded store (fakeredis)
         # can, but interprets Lua ~20x slower than it pipelines: it reads without scripting.
         self.scripting = not _embedded(redis)
 
     async def run(self, batch: RawCommands) -> list[Any]:
-        reused = bool(self._idle)
-        connection = self._idle.pop() if reused else self._new()
+        if self._cluster is None:
+            return await self._run_on(batch, self._idle, None)
+        try:
+            return await self._run_cluster(self._cluster, batch)
+        except (RedisError, OSError) as exc:
+            if clusters.topology_error(exc):  # a failover moved the slot: learn where to
+                clusters.refresh_soon(self._cluster)
+            raise
+
+    async def _run_cluster(self, cluster: Any, batch: RawCommands) -> list[Any]:
+        """Each slot's commands on its master, every master at once."""
+        parts = batch.by_slot()
+        runs = []
+        for part, _ in parts.values():
+            node = clusters.node_for(cluster, part.keys[0])
+            runs.append(self._run_on(part, self._idle_at.setdefault(node.name, []), node))
+        if len(runs) == 1:
+            return await runs[0]
+        results = await asyncio.gather(*runs)
+        replies: list[Any] = [None] * len(batch.commands)
+        for (_, positions), part_replies in zip(parts.values(), results, strict=True):
+            for position, reply in zip(positions, part_replies, strict=True):
+                replies[position] = reply
+        return replies
+
+    async def _run_on(self, batch: RawCommands, idle: list[Any], node: Any) -> list[Any]:
+        reused = bool(idle)
+        connection = idle.pop() if reused else self._new(node)
         try:
             replies = await self._on(connection, batch)
         except (RedisConnectionError, OSError):
@@ -116,8 +158,8 @@ class OneRoundTrip:
                 raise
             # The server closed the idle connection (a restart): the command never reached
             # it, so it is sent again, once, on a new connection, inside the caller's budget.
-            await self._drop_idle()
-            connection = self._new()
+            await _drop(idle)
+            connection = self._new(node)
             try:
                 replies = await self._on(connection, batch)
             except BaseException:
@@ -128,8 +170,8 @@ class OneRoundTrip:
             # be on its way, and the next command on this connection would read it as its own.
             await _discard(connection)
             raise
-        if len(self._idle) < self._limit:
-            self._idle.append(connection)
+        if len(idle) < self._limit:
+            idle.append(connection)
         else:
             await connection.disconnect()
         return [_shape(reply, shape) for reply, shape in zip(replies, batch.shapes, strict=True)]
@@ -137,12 +179,15 @@ class OneRoundTrip:
     @property
     def idle(self) -> int:
         """Connections kept for reuse (every one of them with no reply left unread)."""
-        return len(self._idle)
+        return len(self._idle) + sum(map(len, self._idle_at.values()))
 
-    def _new(self) -> Any:
+    def _new(self, node: Any) -> Any:
         """A connection with the pool's settings but without its retry policy: a page view
         never retries a connect or a read, its budget decides (docs/operations.md)."""
-        connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        if node is not None and self._cluster is not None:
+            connection = clusters.new_connection(self._cluster, node)
+        else:
+            connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         connection.retry = Retry(NoBackoff(), 0)
         # No per-command socket timeout either: redis-py would wrap every send in
         # `asyncio.wait_for` (a new task) and every read in a timeout scope, ~10 us of a page
@@ -157,13 +202,10 @@ class OneRoundTrip:
             return await self._scripted(connection, batch)
         return await _pipelined(connection, batch.commands)
 
-    async def _drop_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            await connection.disconnect()
-
     async def aclose(self) -> None:
-        await self._drop_idle()
+        await _drop(self._idle)
+        for idle in self._idle_at.values():
+            await _drop(idle)
 
     async def hold(self) -> None:
         """Run as a task for the app's lifetime; closes the connections when cancelled."""
@@ -184,6 +226,14 @@ class OneRoundTrip:
         self.scripting = False
         log.info("assembly.read_path.no_scripting", detail="reads go out as one pipelined write")
         return await _pipelined(connection, batch.commands)
+
+
+async def _drop(idle: list[Any]) -> None:
+    """Close and forget the idle connections of one list."""
+    connections = list(idle)
+    idle.clear()
+    for connection in connections:
+        await connection.disconnect()
 
 
 async def _discard(connection: Any) -> None:

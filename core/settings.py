@@ -103,6 +103,8 @@ class StoreSettings(BridgeBaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDIS_")
 
     url: str | None = None
+    # A Redis Cluster: `REDIS_URL` names any node of it (docs/operations.md "Redis Cluster").
+    cluster: bool = False
     key_prefix: str = "mb"
     socket_timeout: float = Field(default=0.5, gt=0)
     connect_timeout: float = Field(default=0.5, gt=0)

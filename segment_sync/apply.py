@@ -8,6 +8,13 @@ One optimistic transaction per batch (a few round trips whatever its size):
 4. `MULTI` … `EXEC`: profiles, mirrors, applied ids. When a watched key changed meanwhile (another
    worker, an erasure), EXEC does nothing and the batch is computed again.
 
+On a Redis Cluster a transaction stays inside one hash slot, and one visitor's keys share one
+(`{v:<id>}`): the batch is split into visitors (entries linked by the ids they name), applied at
+once a few at a time, each in its own transaction per slot (redis_tx.SpreadSession); an entry
+naming two ids (a userId and an anonymousId) commits the linked id's mirror first and its
+canonical profile with the applied `messageId`s last. The applied-id set of an id merged into
+another stays where it is until it expires, instead of being moved (that is a cross-slot write).
+
 The effect and the record of the `messageId` commit together, so a redelivered entry (after a
 crash before XACK, a reclaim, a duplicate from a client retry) is recognised and only
 acknowledged. An entry whose derivation raises is left out (the rest commits) and reported as
@@ -30,6 +37,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from core import cluster as clusters
 from core.redis import Keys
 from segment_sync import metrics
 from segment_sync.config import SegmentSettings
@@ -47,11 +55,18 @@ MAX_ATTEMPTS = 12
 _YIELD_EVERY = 64  # entries derived between two yields to the event loop
 _TRIM_SHARE = 1 / 8  # of the writes that also drop applied messageIds older than the window
 _LOAD_ROUNDS = 3
+_CLUSTER_CONCURRENCY = 16  # visitors applied at once on a cluster (two connections each, at most)
 _VIEW_FIELDS = ("traits", "audiences", "signals", "live", "consent", "links", AUDIENCE_TIMES_FIELD)
 
 
 class ApplyConflict(SegmentSyncError):
     """The batch kept conflicting with concurrent writers; its entries stay pending."""
+
+    status_code = 503
+
+
+class ApplyNotReplicated(SegmentSyncError):
+    """The batch committed but fewer replicas than asked hold it; its entries stay pending."""
 
     status_code = 503
 
@@ -127,8 +142,29 @@ class BatchApplier:
         self._ttl = int(settings.profile_ttl_seconds)
         self._window = settings.dedupe_window_seconds
         self._max_links = settings.max_linked_ids
+        self._cluster = clusters.cluster_of(redis) is not None
+        # As ingest does: with SEGMENT_INGEST_WAIT_REPLICAS an entry is acknowledged only once
+        # its effect reached the replicas, so a failover loses no applied event either.
+        ingest = settings.ingest()
+        self._wait = (
+            [("WAIT", ingest.wait_replicas, ingest.wait_ms)] if ingest.wait_replicas else []
+        )
+        self._gate = asyncio.Semaphore(_CLUSTER_CONCURRENCY)
 
     async def apply(self, entries: Sequence[Entry]) -> Outcome:
+        """Apply `entries`: as one transaction on a single node, one per visitor on a cluster."""
+        if not self._cluster:
+            return await self._apply(entries)
+        outcome = Outcome()
+        for result in await asyncio.gather(*(self._gated(v) for v in visitors(entries))):
+            outcome.add(result)
+        return outcome
+
+    async def _gated(self, entries: Sequence[Entry]) -> Outcome:
+        async with self._gate:
+            return await self._apply(entries)
+
+    async def _apply(self, entries: Sequence[Entry]) -> Outcome:
         """Apply `entries`; when another writer changed some of their profiles meanwhile, the
         entries of the other visitors commit at once and only those visitors' are derived again
         (so that concurrent consumers, which rarely share a visitor, rarely wait)."""
@@ -175,12 +211,16 @@ class BatchApplier:
         else:
             return _Conflict(frozenset(), resolution)
         run = await self._compute(entries, ids, loaded)
-        replies = await tx.roundtrip([("MULTI",), *self._writes(run, loaded), ("EXEC",)])
-        if replies[-1] is None:
+        writes = [("MULTI",), *self._writes(run, loaded), ("EXEC",)]
+        replies = await tx.roundtrip([*writes, *self._wait])
+        executed = replies[len(writes) - 1]
+        if executed is None:
             return _Conflict(await self._changed(tx, involved, loaded), resolved)
-        error = failed(replies) or failed(replies[-1])
+        error = failed(replies[: len(writes)]) or failed(executed)
         if error is not None:
             raise error
+        if self._wait and int(replies[-1]) < self._wait[0][1]:
+            raise ApplyNotReplicated(f"{replies[-1]} replicas acknowledged; left pending")
         return run.outcome
 
     async def _changed(self, tx: Session, involved: list[str], loaded: _Loaded) -> frozenset[str]:
@@ -290,7 +330,7 @@ class BatchApplier:
         rev = os.urandom(6).hex()  # every profile this commit writes gets a new revision
         commands: list[Sequence[Any]] = []
         for source, target in world.seen_moves:
-            if source != target:
+            if source != target and not self._cluster:
                 seen = keys.profile_seen(target)
                 commands.append(
                     ("ZUNIONSTORE", seen, 2, seen, keys.profile_seen(source), "AGGREGATE", "MAX")
@@ -339,6 +379,27 @@ class BatchApplier:
             commands.append(("HDEL", mirror, "links", *absent))
             commands.append(("EXPIRE", mirror, ttl))
         return commands
+
+
+def visitors(entries: Sequence[Entry]) -> list[list[Entry]]:
+    """The entries grouped by visitor: entries naming a common id are one group, in stream
+    order (links stored in profiles are resolved inside each group's transaction)."""
+    parent: dict[str, str] = {}
+
+    def root(v: str) -> str:
+        while parent.setdefault(v, v) != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    named = [message_ids(e.message) or [f"~{e.id}"] for e in entries]
+    for names in named:
+        for other in names[1:]:
+            parent[root(other)] = root(names[0])
+    groups: dict[str, list[Entry]] = {}
+    for e, names in zip(entries, named, strict=True):
+        groups.setdefault(root(names[0]), []).append(e)
+    return list(groups.values())
 
 
 def _erased(e: Entry, names: Sequence[str], tombstones: Mapping[str, int]) -> bool:

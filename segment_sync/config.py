@@ -20,6 +20,15 @@ DAY = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
+class Ingest:
+    """Where accepted messages go: how many stream shards, and the replicas to wait for."""
+
+    shards: int = 1
+    wait_replicas: int = 0
+    wait_ms: int = 500
+
+
+@dataclass(frozen=True, slots=True)
 class SignalRules:
     """What the pure signal functions need from the settings (signals.py, state.py)."""
 
@@ -47,6 +56,13 @@ class SegmentSettings(BridgeBaseSettings):
     """Hard cap (`XADD MAXLEN ~`): size it as peak events/s times the outage to survive."""
     stream_max_age_seconds: float = Field(default=7 * DAY, gt=0)
     """Processed entries older than this are trimmed (`XTRIM MINID ~`); unprocessed ones never."""
+    stream_shards: int = Field(default=1, ge=1, le=64)
+    """Streams the events are spread over, by visitor, one consumer group each (docs/operations.md
+    "Redis Cluster"): about one per master. Changing it needs the old shards drained first."""
+    ingest_wait_replicas: int = Field(default=0, ge=0, le=5)
+    """With R > 0 the tracking API answers 200 only once R replicas hold the events (`WAIT`),
+    else 503: an acknowledged event then survives the loss of its master."""
+    ingest_wait_ms: int = Field(default=500, ge=1, le=10_000)
     dead_letter_max_len: int = Field(default=100_000, ge=100)
     dead_letter_max_age_seconds: float = Field(default=14 * DAY, gt=0)
 
@@ -104,6 +120,9 @@ class SegmentSettings(BridgeBaseSettings):
             recent_events=self.recent_events,
             consent_category=self.consent_category,
         )
+
+    def ingest(self) -> Ingest:
+        return Ingest(self.stream_shards, self.ingest_wait_replicas, self.ingest_wait_ms)
 
     def consumer_id(self) -> str:
         if self.consumer_name:

@@ -8,7 +8,8 @@ and is acknowledged; an entry that is not a message at all goes there at once. R
 off and retry; nothing is acknowledged before its effect is committed, so a consumer killed at
 any point loses nothing: another one (or its restart) reclaims the pending entries.
 
-Several consumers (tasks, `cli.py worker` processes, replicas) share the stream.
+Several consumers (tasks, `cli.py worker` processes, replicas) share the stream. With
+`SEGMENT_STREAM_SHARDS` = N each shard has its own consumer group and consumers (`shard`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ from tenacity import (
 from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from segment_sync import metrics
-from segment_sync.apply import ApplyConflict, BatchApplier, Entry, Outcome, entry
+from segment_sync.apply import (
+    ApplyConflict,
+    ApplyNotReplicated,
+    BatchApplier,
+    Entry,
+    Outcome,
+    entry,
+)
 from segment_sync.config import SegmentSettings
-from segment_sync.pipeline import MESSAGE_FIELD, SOURCE_FIELD, decode_entry, ensure_group
+from segment_sync.pipeline import MESSAGE_FIELD, SOURCE_FIELD, decode_entry, ensure_stream_group
 from segment_sync.store import RedisProfileStore
 
 log = structlog.get_logger()
@@ -57,9 +65,11 @@ class EventConsumer:
         *,
         name: str | None = None,
         hooks: Sequence[Hook] = (),
+        shard: int = 0,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self._stream = keys.events_shard(shard, settings.stream_shards)
         self._settings = settings
         self.name = name or settings.consumer_id()
         self._applier = BatchApplier(redis, keys, settings)
@@ -105,7 +115,7 @@ class EventConsumer:
         if exc is None:
             return
         metrics.CONSUMER_ERRORS.labels(error=type(exc).__name__).inc()
-        if isinstance(exc, RedisError | OSError | ApplyConflict):
+        if isinstance(exc, RedisError | OSError | ApplyConflict | ApplyNotReplicated):
             log.warning("segment.consumer.error", error=type(exc).__name__, detail=str(exc))
             if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
                 await self._ensure_group_quietly()
@@ -116,7 +126,7 @@ class EventConsumer:
         """Housekeeping when due, then one read of new entries; how many were handled."""
         handled = 0
         if time.monotonic() >= self._next_housekeeping:
-            await ensure_group(self._redis, self._keys, self._settings.consumer_group)
+            await ensure_stream_group(self._redis, self._stream, self._settings.consumer_group)
             handled += await self.reclaim()
             await self.housekeeping()
             self._next_housekeeping = time.monotonic() + self._settings.claim_interval_seconds
@@ -125,7 +135,7 @@ class EventConsumer:
         reply = await self._redis.xreadgroup(
             self._settings.consumer_group,
             self.name,
-            {self._keys.events_stream: ">"},
+            {self._stream: ">"},
             count=self._settings.consumer_batch_size,
             block=block,
         )
@@ -138,7 +148,7 @@ class EventConsumer:
 
     async def _ensure_group_quietly(self) -> None:
         try:
-            await ensure_group(self._redis, self._keys, self._settings.consumer_group)
+            await ensure_stream_group(self._redis, self._stream, self._settings.consumer_group)
         except (RedisError, OSError) as exc:
             log.warning("segment.consumer.group_not_created", error=type(exc).__name__)
 
@@ -163,9 +173,7 @@ class EventConsumer:
             await self._apply(run, outcome)
         await self._run_hooks([e.message for e in (*outcome.applied, *outcome.duplicates)])
         if outcome.done:
-            await self._redis.xack(
-                self._keys.events_stream, self._settings.consumer_group, *outcome.done
-            )
+            await self._redis.xack(self._stream, self._settings.consumer_group, *outcome.done)
         self._account(outcome, time.perf_counter() - started)
         return len(raw)
 
@@ -223,7 +231,7 @@ class EventConsumer:
     async def reclaim(self) -> int:
         """Take over entries idle too long in any consumer's pending list; dead-letter those
         delivered more than `max_deliveries` times."""
-        settings, stream = self._settings, self._keys.events_stream
+        settings, stream = self._settings, self._stream
         start, handled = "0-0", 0
         for _ in range(100):  # at most 100 pages a round; the rest waits for the next round
             if _cancelling():
@@ -258,7 +266,7 @@ class EventConsumer:
         async with self._redis.pipeline(transaction=False) as pipe:
             for stream_id in ids:
                 pipe.xpending_range(
-                    self._keys.events_stream, self._settings.consumer_group, stream_id, stream_id, 1
+                    self._stream, self._settings.consumer_group, stream_id, stream_id, 1
                 )
             replies = await pipe.execute()
         return {
@@ -289,7 +297,7 @@ class EventConsumer:
                 pipe.xadd(
                     keys.events_dead, record, maxlen=settings.dead_letter_max_len, approximate=True
                 )
-            pipe.xack(keys.events_stream, settings.consumer_group, *(r[0] for r, _ in dead))
+            pipe.xack(self._stream, settings.consumer_group, *(r[0] for r, _ in dead))
             await pipe.execute()
         metrics.OUTCOMES["dead_lettered"].inc(len(dead))
         for (stream_id, _), error in dead:
@@ -303,24 +311,22 @@ class EventConsumer:
         that are long idle and own nothing; publish the pending count."""
         keys, settings = self._keys, self._settings
         now_ms = int(time.time() * 1000)
-        groups = await self._redis.xinfo_groups(keys.events_stream)
+        groups = await self._redis.xinfo_groups(self._stream)
         floor = (now_ms - int(settings.stream_max_age_seconds * 1000), 0)
         for group in groups:
             floor = min(floor, _next_id(group["last-delivered-id"]))
-            pending = await self._redis.xpending(keys.events_stream, group["name"])
+            pending = await self._redis.xpending(self._stream, group["name"])
             if pending["pending"]:
                 floor = min(floor, _parse_id(pending["min"]))
             if _text(group["name"]) == settings.consumer_group:
                 metrics.PENDING.set(pending["pending"])
-        await self._redis.xtrim(
-            keys.events_stream, minid=f"{floor[0]}-{floor[1]}", approximate=True
-        )
+        await self._redis.xtrim(self._stream, minid=f"{floor[0]}-{floor[1]}", approximate=True)
         dead_floor = now_ms - int(settings.dead_letter_max_age_seconds * 1000)
         await self._redis.xtrim(keys.events_dead, minid=f"{dead_floor}-0", approximate=True)
         await self._forget_idle_consumers()
 
     async def _forget_idle_consumers(self) -> None:
-        stream, group = self._keys.events_stream, self._settings.consumer_group
+        stream, group = self._stream, self._settings.consumer_group
         for consumer in await self._redis.xinfo_consumers(stream, group):
             name = _text(consumer["name"])
             if (

@@ -7,6 +7,10 @@ from prometheus_client import Counter, Gauge, Histogram
 EVENTS_ACCEPTED = Counter(
     "microbridge_events_accepted_total", "Messages appended to the event stream", ["source"]
 )
+EVENTS_NOT_REPLICATED = Counter(
+    "microbridge_events_not_replicated_total",
+    "Messages refused (503) because WAIT saw fewer replicas than SEGMENT_INGEST_WAIT_REPLICAS",
+)
 EVENTS_REJECTED = Counter(
     "microbridge_events_rejected_total", "Tracking API messages rejected, one per message"
 )

@@ -7,11 +7,19 @@ an acknowledged message is durable as far as Redis is (docs/events.md "Guarantee
 
 Retention: `XADD … MAXLEN ~ <SEGMENT_STREAM_MAX_LEN>` caps the stream; the consumer also trims
 processed entries older than `SEGMENT_STREAM_MAX_AGE_SECONDS` (consumer.py).
+
+Shards: with `SEGMENT_STREAM_SHARDS` = N > 1 the stream is N streams (`Keys.events_shard`), each
+with its own consumer group, and a message goes to the shard of its visitor (`shard_of`: the
+anonymousId, else the userId), so one visitor's messages keep their order and, on a Redis
+Cluster, ingest spreads over the masters. With `SEGMENT_INGEST_WAIT_REPLICAS` = R > 0 the
+appends are followed by `WAIT R` on the same connection (so on each shard's master): the caller
+answers only once R replicas hold them, or fails with 503 (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +29,9 @@ from redis.exceptions import ResponseError
 
 from core.redis import Keys
 from segment_sync import metrics
-from segment_sync.exceptions import MessagesRejected
+from segment_sync.config import Ingest
+from segment_sync.exceptions import EventStoreUnavailable, MessagesRejected
+from segment_sync.redis_tx import failed, session
 from segment_sync.schemas import (
     PIPELINE_TYPES,
     Invalid,
@@ -38,9 +48,23 @@ SOURCE_FIELD = b"src"
 TRACKING = "tracking"  # the tracking API, with a write key as browsers and apps hold them
 TRACKING_SERVER = "tracking-server"  # the tracking API, with one of SEGMENT_SERVER_WRITE_KEYS
 SEGMENT_WEBHOOK = "segment-webhook"  # the signed Segment webhook
+ONE_STREAM = Ingest()  # one stream, no WAIT: the defaults
 TRUSTED_SOURCES = frozenset({TRACKING_SERVER, SEGMENT_WEBHOOK})
 """Sources whose Engage data (audiences, computed traits, personas) is applied: write keys are
 public in browser snippets, so only Segment itself and the operator's servers may set them."""
+
+
+def streams(keys: Keys, shards: int) -> list[str]:
+    """The names of the stream shards, shard 0 first."""
+    return [keys.events_shard(shard, shards) for shard in range(shards)]
+
+
+def shard_of(message: Mapping[str, Any], shards: int) -> int:
+    """The shard of a message: by its anonymousId, else its userId (CRC-32, stable)."""
+    if shards == 1:
+        return 0
+    visitor = message.get("anonymousId") or message.get("userId") or message.get("messageId")
+    return zlib.crc32(str(visitor or "").encode()) % shards
 
 
 async def append(
@@ -50,23 +74,40 @@ async def append(
     source: str,
     *,
     max_len: int | None = None,
+    ingest: Ingest = ONE_STREAM,
 ) -> list[str]:
-    """XADD each payload (already normalized and encoded), pipelined; the stream ids."""
+    """XADD each payload (already normalized and encoded) to its shard in one write per
+    master, then `WAIT` when asked; the stream ids."""
     if not payloads:
         return []
-    stream = keys.events_stream
+    names = streams(keys, ingest.shards)
     origin = source.encode()
-    async with redis.pipeline(transaction=False) as pipe:
-        for payload in payloads:
-            pipe.xadd(
-                stream,
-                {MESSAGE_FIELD: payload, SOURCE_FIELD: origin},
-                maxlen=max_len,
-                approximate=True,
-            )
-        ids = await pipe.execute()
-    metrics.EVENTS_ACCEPTED.labels(source=source).inc(len(ids))
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+    cap = ("MAXLEN", "~", max_len) if max_len is not None else ()
+    commands: list[Sequence[Any]] = []
+    for payload in payloads:
+        shard = shard_of(orjson.loads(payload), ingest.shards) if ingest.shards > 1 else 0
+        commands.append(
+            ("XADD", names[shard], *cap, "*", MESSAGE_FIELD, payload, SOURCE_FIELD, origin)
+        )
+    if ingest.wait_replicas:
+        commands.append(("WAIT", ingest.wait_replicas, ingest.wait_ms))
+    async with session(redis) as tx:
+        replies = await tx.roundtrip(commands)
+    error = failed(replies)
+    if error is not None:
+        raise error
+    if ingest.wait_replicas and int(replies[-1]) < ingest.wait_replicas:
+        metrics.EVENTS_NOT_REPLICATED.inc(len(payloads))
+        raise EventStoreUnavailable(
+            f"the events reached {int(replies[-1])} of {ingest.wait_replicas} replicas in "
+            f"{ingest.wait_ms} ms; retry (messageIds make a retry safe)"
+        )
+    metrics.EVENTS_ACCEPTED.labels(source=source).inc(len(payloads))
+    return [_text(i) for i in replies[: len(payloads)]]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def enqueue(
@@ -76,6 +117,7 @@ async def enqueue(
     source: str,
     *,
     max_len: int | None = None,
+    ingest: Ingest = ONE_STREAM,
 ) -> list[str]:
     """Append Segment messages from another entry point (the Segment webhook) to the stream.
 
@@ -94,13 +136,19 @@ async def enqueue(
             rejected.append(Rejection(index, message_id_of(event), str(exc)).as_json())
     if rejected:
         raise MessagesRejected(f"{len(rejected)} of {len(events)} event(s) invalid", rejected)
-    return await append(redis, keys, payloads, source, max_len=max_len)
+    return await append(redis, keys, payloads, source, max_len=max_len, ingest=ingest)
 
 
-async def ensure_group(redis: Redis, keys: Keys, group: str) -> None:
-    """Create the consumer group (from the stream's start: nothing appended before is lost)."""
+async def ensure_group(redis: Redis, keys: Keys, group: str, *, shards: int = 1) -> None:
+    """Create the consumer group on every shard (from the stream's start: nothing appended
+    before is lost)."""
+    for stream in streams(keys, shards):
+        await ensure_stream_group(redis, stream, group)
+
+
+async def ensure_stream_group(redis: Redis, stream: str, group: str) -> None:
     try:
-        await redis.xgroup_create(keys.events_stream, group, id="0", mkstream=True)
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise

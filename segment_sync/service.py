@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import json_object
-from core.redis import Keys
+from core.redis import Keys, cluster_client, keys_for
 from core.settings import StoreSettings
 from segment_sync import metrics
 from segment_sync.config import SegmentSettings
@@ -93,6 +93,7 @@ class TrackingService:
             *self._server_keys,
         )
         self._max_len = settings.stream_max_len
+        self._ingest = settings.ingest()
         self.clock = clock
 
     @property
@@ -132,7 +133,9 @@ class TrackingService:
                 f"all {len(rejected)} message(s) rejected; first: {rejected[0].detail}",
                 [r.as_json() for r in rejected],
             )
-        await append(self._redis, self._keys, payloads, source, max_len=self._max_len)
+        await append(
+            self._redis, self._keys, payloads, source, max_len=self._max_len, ingest=self._ingest
+        )
         metrics.EVENTS_REJECTED.inc(len(rejected))
         return IngestResult(len(payloads), rejected)
 
@@ -274,6 +277,10 @@ def only_events(hook: Hook, names: Refreshing) -> Hook:
 def consumer_client(url: str, store: StoreSettings, block_ms: int) -> Redis:
     """A client of its own for consumers: blocking reads need a longer socket timeout than the
     request path's, and a pool apart from it."""
+    if store.cluster:
+        timeout = block_ms / 1000 + max(store.socket_timeout, 1.0)
+        # Per master: each shard's consumer applies up to 16 visitors at once, two slots each.
+        return cluster_client(url, store, socket_timeout=timeout, max_connections=128)
     return Redis.from_url(
         url,
         socket_timeout=block_ms / 1000 + max(store.socket_timeout, 1.0),
@@ -294,7 +301,7 @@ async def run_worker(
     """`cli.py worker`: consumers only, until SIGTERM or SIGINT."""
     if store.url is None:
         raise ValueError("a worker needs REDIS_URL (the embedded store lives in one process)")
-    keys = Keys(store.key_prefix)
+    keys = keys_for(store)
     client = consumer_client(store.url, store, settings.consumer_block_ms)
     hooks = hooks_factory(client, keys) if hooks_factory else ()
     stop = asyncio.Event()
@@ -302,7 +309,8 @@ async def run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [
-        asyncio.create_task(EventConsumer(client, keys, settings, hooks=hooks).run())
+        asyncio.create_task(EventConsumer(client, keys, settings, hooks=hooks, shard=shard).run())
+        for shard in range(settings.stream_shards)
         for _ in range(consumers)
     ]
     log.info("segment.worker.started", consumers=consumers)

@@ -1,5 +1,6 @@
 """segment_sync's start: the tracking service, the profile store and (unless
-`SEGMENT_CONSUMER_ENABLED=false`) one consumer task, registered on the lifespan's exit stack."""
+`SEGMENT_CONSUMER_ENABLED=false`) one consumer task per stream shard, registered on the
+lifespan's exit stack."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ log = structlog.get_logger()
 class SegmentSyncServices:
     tracking: TrackingService
     profiles: RedisProfileStore
-    consumer: EventConsumer | None = None
+    consumer: EventConsumer | None = None  # shard 0's; `consumers` holds one per shard
+    consumers: tuple[EventConsumer, ...] = ()
 
 
 async def start_segment_sync(
@@ -52,7 +54,7 @@ async def start_segment_sync(
         ),
     )
     try:
-        await ensure_group(redis, keys, settings.consumer_group)
+        await ensure_group(redis, keys, settings.consumer_group, shards=settings.stream_shards)
     except (RedisError, OSError) as exc:  # the consumer creates it once Redis answers
         log.warning("segment.consumer.group_not_created", error=type(exc).__name__)
     if settings.consumer_enabled:
@@ -60,9 +62,14 @@ async def start_segment_sync(
         if not embedded and store.url is not None:
             client = consumer_client(store.url, store, settings.consumer_block_ms)
             stack.push_async_callback(client.aclose)
-        parts.consumer = EventConsumer(client, keys, settings, hooks=hooks)
+        parts.consumers = tuple(
+            EventConsumer(client, keys, settings, hooks=hooks, shard=shard)
+            for shard in range(settings.stream_shards)
+        )
+        parts.consumer = parts.consumers[0]
         stack.push_async_callback(tasks.stop)  # before its client closes
-        tasks.spawn(parts.consumer.run(), name="segment-consumer")
+        for shard, consumer in enumerate(parts.consumers):
+            tasks.spawn(consumer.run(), name=f"segment-consumer-{shard}")
     if not parts.tracking.enabled:
         log.info("segment.tracking.disabled", detail="SEGMENT_WRITE_KEYS unset")
     return parts

@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from core.redis import Keys
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 
@@ -17,6 +18,15 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """3 masters and 3 replicas, started by the first test that asks (tests/test_cluster.py)."""
+    cluster = RedisCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

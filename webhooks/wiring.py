@@ -20,7 +20,8 @@ from core.tasks import BackgroundTasks
 from integration.config import ContentfulSettings
 from integration.sync import sync_once_locked
 from integration.wiring import IntegrationServices
-from segment_sync.pipeline import enqueue
+from segment_sync.config import Ingest
+from segment_sync.pipeline import ONE_STREAM, enqueue
 from segment_sync.profile_api import ProfileApiClient, build_http_client
 from segment_sync.profile_sync import ProfilePuller
 from segment_sync.store import RedisProfileStore
@@ -52,6 +53,8 @@ class WebhookSettings:
     segment: SegmentWebhookSettings
     stream_max_len: int | None = None
     """Caps the event stream as the tracking API does (`SEGMENT_STREAM_MAX_LEN`)."""
+    ingest: Ingest = ONE_STREAM
+    """Shards and replicas to wait for, as the tracking API (`SEGMENT_STREAM_SHARDS`, ...)."""
 
 
 def start_webhooks(
@@ -99,7 +102,7 @@ def _contentful(
 def _segment(
     settings: WebhookSettings, integration: IntegrationServices, profiles: RedisProfileStore
 ) -> SegmentWebhook:
-    append = functools.partial(enqueue, max_len=settings.stream_max_len)
+    append = functools.partial(enqueue, max_len=settings.stream_max_len, ingest=settings.ingest)
     webhook = SegmentWebhook(
         integration.redis, integration.keys, settings.segment, enqueue=append, erase=profiles.erase
     )

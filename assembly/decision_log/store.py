@@ -11,6 +11,11 @@
   after the log's age: "visitor X around 14:02" is one `ZRANGEBYSCORE` per id kind.
 
 An index member whose stream entry is trimmed reads as "no longer logged".
+
+On a Redis Cluster a script touches one hash slot: the stream and the ids index share one
+(`Keys`), and the visitor indexes, each in its visitor's slot, are written by a pipeline after
+the script has returned the members it appended (a crash in between leaves those records
+findable by id, not by visitor).
 """
 
 from __future__ import annotations
@@ -23,20 +28,23 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from core.cluster import cluster_of
 from core.redis import Keys, anonymous_visitor, user_visitor
 
 VISITOR_KINDS = (user_visitor, anonymous_visitor)  # a visitor id names either kind
 
-# KEYS: the stream, the ids index, then every visitor index the batch touches.
+# KEYS: the stream, the ids index, then every visitor index the batch touches (none on a
+# cluster: the script then returns the members it appended, for the caller to index).
 # ARGV: max length, oldest stream id kept, per-visitor cap, index lifetime (s), then per record:
 # decision id, decision ms, JSON body, visitor count, and that many positions in KEYS.
 APPEND = """
 local stream, ids = KEYS[1], KEYS[2]
 local max_len, visitor_max = tonumber(ARGV[1]), tonumber(ARGV[3])
-local touched, a = {}, 5
+local touched, members, a = {}, {}, 5
 while a <= #ARGV do
   local sid = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'r', ARGV[a + 2])
   local member = ARGV[a] .. ':' .. sid
+  members[#members + 1] = member
   redis.call('ZADD', ids, 0, member)
   local visitors = tonumber(ARGV[a + 3])
   for v = 1, visitors do
@@ -52,6 +60,7 @@ for key in pairs(touched) do
 end
 redis.call('XTRIM', stream, 'MINID', '~', ARGV[2])
 redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
+if #KEYS == 2 then return members end
 return a
 """
 
@@ -79,6 +88,7 @@ class DecisionLogStore:
         self._keys = keys
         self.limits = limits
         self._append = redis.register_script(APPEND)
+        self._cluster = cluster_of(redis) is not None
 
     async def append(self, entries: Sequence[Entry]) -> None:
         """One round trip: a script appends the records and indexes each under its stream id.
@@ -86,14 +96,12 @@ class DecisionLogStore:
         The client packs one command per batch (no per-record commands or replies to parse):
         this runs on the serving core, so its cost is taken from page views.
         """
-        keys, limits = self._keys, self.limits
+        if self._cluster:
+            await self._append_spread(entries)
+            return
+        keys = self._keys
         visitor_keys: dict[str, int] = {}
-        args: list[Any] = [
-            limits.max_len,
-            f"{int(time.time() - limits.max_age_seconds) * 1000}-0",
-            limits.visitor_max,
-            limits.max_age_seconds,
-        ]
+        args = self._head()
         for entry in entries:
             args += (entry.id, entry.ms, entry.body, len(entry.visitors))
             for visitor in entry.visitors:
@@ -102,6 +110,31 @@ class DecisionLogStore:
         await self._append(
             keys=[keys.decision_log, keys.decision_log_ids, *visitor_keys], args=args
         )
+
+    def _head(self) -> list[Any]:
+        """The script's first arguments: max length, oldest id kept, visitor cap, lifetime."""
+        limits = self.limits
+        oldest = f"{int(time.time() - limits.max_age_seconds) * 1000}-0"
+        return [limits.max_len, oldest, limits.visitor_max, limits.max_age_seconds]
+
+    async def _append_spread(self, entries: Sequence[Entry]) -> None:
+        """On a cluster: the script appends to the stream and the ids index (one slot), then
+        one pipeline indexes each record under its visitors (each in its own slot)."""
+        keys, limits = self._keys, self.limits
+        args = self._head()
+        for entry in entries:
+            args += (entry.id, entry.ms, entry.body, 0)
+        members = await self._append(keys=[keys.decision_log, keys.decision_log_ids], args=args)
+        by_visitor: dict[str, dict[Any, int]] = {}
+        for entry, member in zip(entries, members, strict=True):
+            for visitor in entry.visitors:
+                by_visitor.setdefault(keys.decision_log_visitor(visitor), {})[member] = entry.ms
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, scored in by_visitor.items():
+                pipe.zadd(key, scored)
+                pipe.zremrangebyrank(key, 0, -limits.visitor_max - 1)
+                pipe.expire(key, limits.max_age_seconds)
+            await pipe.execute()
 
     async def get(self, decision_id: str) -> dict[str, Any] | None:
         found = await self._redis.zrangebylex(

@@ -15,7 +15,7 @@ from assembly.insights.config import InsightsSettings
 from assembly.insights.exceptions import InvalidWindow
 from assembly.insights.reader import Bounds
 from assembly.insights.service import run_insights, write_reports
-from core.redis import Keys, connect
+from core.redis import Keys, connect, keys_for
 from core.settings import StoreSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,7 +85,7 @@ async def run_command(
     try:
         report, json_path, html_path = await insights_command(
             redis,
-            Keys(store.key_prefix),
+            keys_for(store),
             goal=goal,
             window=window,
             out=out or settings.dir,

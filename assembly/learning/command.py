@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from assembly.insights.command import _Bar, parse_window
 from assembly.learning.config import LearningSettings
 from assembly.learning.service import TrainRequest, train
-from core.redis import Keys, connect
+from core.redis import connect, keys_for
 from core.settings import StoreSettings
 
 
@@ -29,7 +29,7 @@ async def run_command(
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             summary = await train(
-                redis, Keys(store.key_prefix), request, settings, progress=_Bar(progress)
+                redis, keys_for(store), request, settings, progress=_Bar(progress)
             )
     finally:
         await redis.aclose()

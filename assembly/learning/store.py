@@ -30,8 +30,8 @@ class ModelStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.model_artifact(version), artifact)
             pipe.set(keys.model_current, version)
-            pipe.publish(keys.model_channel, str(version))
             await pipe.execute()
+        await self.redis.publish(keys.model_channel, str(version))  # not queueable on a cluster
         stale = [
             keys.model_artifact(v) for v in range(max(1, version - keep - 20), version - keep + 1)
         ]
@@ -50,5 +50,5 @@ class ModelStore:
         """Serve an older (kept) version again: the rollback of a bad model."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.model_current, version)
-            pipe.publish(self.keys.model_channel, str(version))
             await pipe.execute()
+        await self.redis.publish(self.keys.model_channel, str(version))

@@ -22,6 +22,7 @@ def make_settings(
     prefix: str = "mbtest",
     *,
     snapshot_path: Path | None = None,
+    cluster: bool = False,
     **contentful: Any,
 ) -> AppSettings:
     """Settings for one test app; its last-good snapshot goes to a fresh temporary folder
@@ -31,7 +32,7 @@ def make_settings(
         service=ServiceSettings(
             log_level="warning", library_poll_seconds=0.2, snapshot_path=snapshot
         ),
-        store=StoreSettings(url=redis_url, key_prefix=prefix),
+        store=StoreSettings(url=redis_url, key_prefix=prefix, cluster=cluster),
         contentful=ContentfulSettings(_env_file=None, **contentful),
     )
 
