@@ -83,12 +83,31 @@ class LibraryHolder:
             live = self.library.version if self.library and epoch == self.epoch else None
             if live is not None and not force and version <= live:
                 return False
+            if live is not None and not force and await self._catch_up(live):
+                return True
             content = await self._store.load()
             if content.epoch is None or (live is not None and content.version < live):
                 return False
             builder, library = await self._compiled(self._base_for(content), content, None)
             await self._install(library, replace(content, entities=builder.entities))
             return True
+
+    async def _catch_up(self, live: int) -> bool:
+        """Apply what was written since `live` (a missed or overtaken message) without a full
+        read; False when an install or a locale change came between, or nothing is known."""
+        builder, content = self._builder, self._content
+        if builder is None or content is None:
+            return False
+        since = await self._store.changed_since(live)
+        if since.generation != content.generation or since.locales != builder.locales:
+            return False
+        if not since.keys or since.version <= live:
+            return False
+        entities = await self._store.read_entities(since.keys)
+        patched = replace(content, version=since.version)
+        builder, library = await self._compiled(builder, patched, entities)
+        await self._install(library, replace(patched, entities=builder.entities))
+        return True
 
     def prepare(self, content: StoredContent) -> Library:
         """Compile a staged generation (the sync's validator, in a worker thread) and keep it:

@@ -183,6 +183,16 @@ class InstallResult:
     epoch: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChangedSince:
+    """`ContentStore.changed_since`: the store's version and generation, and the keys written."""
+
+    version: int
+    generation: Generation | None
+    locales: list[Locale]
+    keys: tuple[str, ...]
+
+
 def new_generation_id() -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
 
@@ -314,6 +324,26 @@ class ContentStore:
             synced_at=float(synced_at) if synced_at else None,
             epoch=_text(epoch),
             generation=Generation.decode(gen),
+        )
+
+    async def changed_since(self, version: int) -> ChangedSince:
+        """What the guarded writer changed after `version`, read in one transaction.
+
+        `keys` comes from the `written` index, which only writes fill: an install replaces the
+        entities wholesale, so the caller compares `generation` (and `locales`) with its own.
+        """
+        k = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(k.version)
+            pipe.get(k.generation)
+            pipe.get(k.locales)
+            pipe.zrangebyscore(k.written, f"({version}", "+inf")
+            now, generation, locales, keys = await pipe.execute()
+        return ChangedSince(
+            version=int(now or 0),
+            generation=Generation.decode(generation),
+            locales=decode_locales(locales),
+            keys=tuple(_text(key) or "" for key in keys),
         )
 
     async def synced_at(self) -> float | None:

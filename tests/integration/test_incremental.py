@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -29,7 +30,7 @@ from integration.model import Condition
 from integration.normalize import normalize_entity
 from integration.schemas import Entity, Locale
 from integration.service import LibraryHolder
-from integration.store import ContentStore, StoredContent
+from integration.store import ContentStore, ContentWrite, StoredContent
 from integration.sync import SyncService
 from tests.fakes.contentful import FakeContentful
 from tests.integration.test_sync import source_for
@@ -209,6 +210,53 @@ async def test_the_generation_the_sync_validated_is_adopted_not_compiled_again(
     assert library.version == content.version
     assert _plain(library.templates) == _plain(full.templates)
     assert _plain(library.issues) == _plain(full.issues)
+
+
+async def test_a_replica_behind_catches_up_from_the_written_index_without_a_full_read(
+    redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ContentStore(redis, keys)
+    with FakeContentful(space_id="demo", pages=[list(demo_items().values())]) as fake:
+        await SyncService(source_for(fake), store).run()
+    holder = LibraryHolder(store, link_depth=2)
+    assert await holder.refresh()
+    edited = normalize_entity(_edited("hero-cart", 1, headline="Back again"))
+    await store.write([ContentWrite.upsert(edited)])  # two writes whose messages were missed
+    await store.write([ContentWrite.removal("Entry:tip-runner", None)])
+
+    async def no_full_read() -> StoredContent:
+        raise AssertionError("a full read")
+
+    monkeypatch.setattr(store, "load", no_full_read)
+    assert await holder.refresh()
+    library = holder.library
+    assert library is not None
+    assert library.version == await store.version()
+    rendered = library.render("hero-cart", None, "en-US")
+    assert rendered is not None
+    assert b"Back again" in orjson.dumps(rendered.entry)
+    assert "tip-runner" not in [v.entry_id for s in library.slots.values() for v in s.variants]
+
+
+async def test_an_install_between_makes_the_replica_read_everything(
+    redis: Redis, keys: Keys
+) -> None:
+    store = ContentStore(redis, keys)
+    items = list(demo_items().values())
+    with FakeContentful(space_id="demo", pages=[items]) as fake:
+        await SyncService(source_for(fake), store).run()
+        holder = LibraryHolder(store, link_depth=2)
+        assert await holder.refresh()
+        fake.publish(_edited("hero-cart", 1, headline="From the sync"))
+        await SyncService(source_for(fake), store).run(full=True)
+    assert await holder.refresh()
+    library = holder.library
+    assert library is not None
+    rendered = library.render("hero-cart", None, "en-US")
+    assert rendered is not None
+    assert b"From the sync" in orjson.dumps(rendered.entry)
+    full = compile_library(await store.load(), link_depth=2)
+    assert _plain(library.templates) == _plain(full.templates)
 
 
 def _check(builder: LibraryBuilder, entities: dict[str, Entity], version: int) -> None:
