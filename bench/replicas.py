@@ -1,9 +1,10 @@
 """Benchmark: three replicas behind a round-robin balancer (issue 14, replicas).
 
-`uv run python -m bench.replicas [--webhooks 100] [--flips 50] [--seconds 10]`
+`uv run python -m bench.replicas [--webhooks 100] [--flips 50] [--seconds 10] [--cluster]`
 
-Setup: a private `redis-server` on a free 127.0.0.1 port; three service processes
-(`python cli.py serve`, demo space) sharing it; the round-robin TCP proxy of
+Setup: a private `redis-server` on a free 127.0.0.1 port (with `--cluster`, a Redis Cluster of
+3 masters and 3 replicas on loopback ports, tests/support/redis_cluster.py); three service
+processes (`python cli.py serve`, demo space) sharing it; the round-robin TCP proxy of
 tests/support/proxy.py in a process of its own in front of them (it balances connections).
 
 1. Webhook → visible on all: after `--warmup` uncounted rounds, each round sends one signed
@@ -57,6 +58,7 @@ from bench.webhook_latency import (
     summarize,
 )
 from tests.core.server_process import ServerProcess
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import free_port
 from tests.support.replicas import start_replica, wait_ready
 
@@ -79,6 +81,7 @@ class Options:
     flips: int = 50
     warmup: int = 5
     seconds: int = 10
+    cluster: bool = False
 
 
 @dataclass
@@ -94,8 +97,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--flips", type=int, default=Options.flips, help="kill switch calls")
     parser.add_argument("--warmup", type=int, default=Options.warmup, help="rounds not counted")
     parser.add_argument("--seconds", type=int, default=Options.seconds, help="per wrk run")
+    parser.add_argument("--cluster", action="store_true", help="over a 3+3 Redis Cluster")
     args = parser.parse_args(argv)
-    return Options(args.webhooks, args.flips, args.warmup, args.seconds)
+    return Options(args.webhooks, args.flips, args.warmup, args.seconds, args.cluster)
 
 
 # ---------------------------------------------------------------- the fleet
@@ -126,9 +130,25 @@ def _wait_port(port: int) -> None:
 
 
 @contextlib.contextmanager
-def replicas(redis_url: str, work: Path) -> Iterator[list[ServerProcess]]:
+def shared_store(cluster: bool) -> Iterator[str]:
+    """A private redis-server, or a Redis Cluster of 3 masters and 3 replicas; yields its URL."""
+    if not cluster:
+        with redis_server() as server:
+            yield server.url
+        return
+    nodes = RedisCluster()
+    nodes.start()
+    try:
+        yield nodes.url
+    finally:
+        nodes.stop()
+
+
+@contextlib.contextmanager
+def replicas(redis_url: str, cluster: bool, work: Path) -> Iterator[list[ServerProcess]]:
     env = {
         "REDIS_URL": redis_url,
+        "REDIS_CLUSTER": "true" if cluster else "false",
         "REDIS_KEY_PREFIX": "mbreplicas",
         "CONTENTFUL_WEBHOOK_SECRETS": SECRET,
         "BRIDGE_ADMIN_TOKEN": TOKEN,
@@ -314,6 +334,7 @@ def write_result(options: Options, latencies: dict[str, Latencies], rate: dict[s
         "revision": git_revision(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "replicas": REPLICAS,
+        "store": "cluster (3 masters, 3 replicas)" if options.cluster else "single node",
         "goalP99Ms": GOAL_MS,
         "options": asdict(options),
         "latencyMs": {
@@ -331,12 +352,18 @@ def write_result(options: Options, latencies: dict[str, Latencies], rate: dict[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(argv)
-    with redis_server() as redis, tempfile.TemporaryDirectory(prefix="mb-replicas-") as folder:
+    with (
+        shared_store(options.cluster) as redis_url,
+        tempfile.TemporaryDirectory(prefix="mb-replicas-") as folder,
+    ):
         work = Path(folder)
-        with replicas(redis.url, work) as servers:
+        with replicas(redis_url, options.cluster, work) as servers:
             urls = [server.url for server in servers]
             with proxy_process([s.port for s in servers], work / "proxy.log") as proxy:
-                print(f"{REPLICAS} replicas on {', '.join(urls)} behind {proxy}", flush=True)
+                store = "a Redis Cluster" if options.cluster else "one Redis"
+                print(
+                    f"{REPLICAS} replicas on {store}: {', '.join(urls)} behind {proxy}", flush=True
+                )
                 latencies = asyncio.run(changes(proxy, urls, options))
                 rate = throughput(proxy, urls[0], work, options.seconds)
     print_result(latencies, rate)

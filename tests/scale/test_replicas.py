@@ -7,14 +7,15 @@ connection each (the proxy balances connections); checks poll each replica direc
 webhooks' healing delta sync is put off (an on-demand sync runs where it is asked), so every
 sync counted here is a periodic one. Latencies are measured in bench/replicas.py, not here.
 
-The replicas run over a single Redis node; the Redis Cluster variant is left to the cluster
-fixture (tests/support/redis_cluster.py) once it is part of the suite.
+Each test runs twice: over a single Redis node and over the test session's Redis Cluster
+(3 masters, 3 replicas: tests/support/redis_cluster.py, `REDIS_CLUSTER=true`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -22,10 +23,12 @@ import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from core.redis import Keys
 from integration.demo import DEMO_SPACE
 from tests.fakes.contentful import FakeContentful
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.replicas import Fleet, fleet
 from tests.support.waiting import eventually
@@ -46,12 +49,33 @@ def space() -> Iterator[FakeContentful]:
         yield fake
 
 
+@dataclass(frozen=True)
+class Store:
+    url: str
+    cluster: bool
+
+    def client(self) -> Any:
+        if self.cluster:
+            return ClusterClient.from_url(self.url, decode_responses=True)
+        return Redis.from_url(self.url, decode_responses=True)
+
+
+@pytest.fixture(scope="module", params=["node", "cluster"])
+def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "node":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return Store(server.url, cluster=False)
+    nodes: RedisCluster = request.getfixturevalue("redis_cluster")
+    return Store(nodes.url, cluster=True)
+
+
 @pytest.fixture(scope="module")
 def replicas(
-    redis_server: RedisServer, space: FakeContentful, tmp_path_factory: pytest.TempPathFactory
+    store: Store, space: FakeContentful, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
     env = {
-        "REDIS_URL": redis_server.url,
+        "REDIS_URL": store.url,
+        "REDIS_CLUSTER": "true" if store.cluster else "false",
         "REDIS_KEY_PREFIX": PREFIX,
         "CONTENTFUL_SPACE_ID": SPACE,
         "CONTENTFUL_ACCESS_TOKEN": "cda-token",
@@ -160,24 +184,24 @@ async def runs_by_replica(client: httpx.AsyncClient, replicas: Fleet) -> list[fl
     return [await sync_runs(client, url) for url in replicas.urls]
 
 
-async def leader_pid(redis_server: RedisServer) -> int:
-    redis = Redis.from_url(redis_server.url, decode_responses=True)
+async def leader_pid(store: Store) -> int:
+    redis = store.client()
     try:
-        owner = await redis.get(Keys(PREFIX).sync_leader)  # host:pid:token
+        owner = await redis.get(Keys(PREFIX, cluster=store.cluster).sync_leader)  # host:pid:token
     finally:
         await redis.aclose()
     return int(str(owner).split(":")[1]) if owner else 0
 
 
 async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once(
-    replicas: Fleet, redis_server: RedisServer, balanced: httpx.AsyncClient
+    replicas: Fleet, store: Store, balanced: httpx.AsyncClient
 ) -> None:
     runs = await eventually(
         lambda: runs_by_replica(balanced, replicas), lambda r: sum(r) >= 4, within=30
     )
     assert sum(1 for r in runs if r) == 1, runs
     leader = next(i for i, r in enumerate(runs) if r)
-    assert await leader_pid(redis_server) == replicas.servers[leader].proc.pid
+    assert await leader_pid(store) == replicas.servers[leader].proc.pid
 
     replicas.stop_one(leader)
     others = [i for i in range(3) if i != leader]
@@ -188,7 +212,7 @@ async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once
     taken = await eventually(survivors, lambda r: max(r) >= 4, within=30)
     assert sorted(taken)[0] == 0, f"both survivors synced: {taken}"
     heir = others[taken.index(max(taken))]
-    assert await leader_pid(redis_server) == replicas.servers[heir].proc.pid
+    assert await leader_pid(store) == replicas.servers[heir].proc.pid
 
     replicas.start_again(leader)
     later = await eventually(
