@@ -75,6 +75,26 @@ class DecisionSettings(BridgeBaseSettings):
     bandit_history: int = Field(default=1000, ge=1)
     """Allocations kept per bandit for the results' allocation over time."""
 
+    # --- contextual bandits (`mode: contextual`, docs/learning.md), fitted on the bandit schedule
+    contextual_window_seconds: float = Field(default=7 * 86400.0, gt=0)
+    """Decision-log history a fit reads (the first exposure per visitor and experiment)."""
+    contextual_attribution_seconds: float = Field(default=86400.0, gt=0)
+    """A goal event this long after the exposure, or less, counts as its conversion."""
+    contextual_max_decisions: int = Field(default=20_000, ge=100)
+    """Decision-log records a fit reads at most."""
+    contextual_max_events: int = Field(default=200_000, ge=100)
+    """Event-stream entries a fit scans at most for goal events."""
+    contextual_time_budget_seconds: float = Field(default=20.0, gt=0)
+    """A fit's reading stops when this has passed (what it read so far is used)."""
+    contextual_min_exposures: int = Field(default=100, ge=1)
+    """Exposures an experiment needs before parameters are stored (before: bandit weights)."""
+    contextual_max_features: int = Field(default=12, ge=1)
+    """Features in the vector at most (the most common leaves, as the ranking model picks)."""
+    contextual_ridge: float = Field(default=1.0, gt=0)
+    """The prior's precision (ridge penalty) of each arm's linear model."""
+    contextual_exploration_scale: float = Field(default=1.0, ge=0)
+    """Multiplies each draw's posterior spread (0: greedy on the means, above the floor)."""
+
     # --- results
     srm_threshold: float = Field(default=0.001, gt=0, lt=1)
     """Sample-ratio-mismatch flag: chi-square p-value below this means a broken split."""

@@ -44,3 +44,14 @@ BANDIT_ALLOCATIONS = Gauge(
     "microbridge_bandit_allocations_loaded",
     "Bandit experiments whose computed weights this replica has in force",
 )
+CONTEXTUAL_POLICIES = Gauge(
+    "microbridge_contextual_policies_loaded",
+    "Contextual bandits whose fitted parameters this replica has in force",
+)
+CONTEXTUAL_FITS = Counter(
+    "microbridge_contextual_fits_total", "Contextual bandit parameters fitted and stored"
+)
+CONTEXTUAL_REFUSED = Counter(
+    "microbridge_contextual_refused_total",
+    "Stored contextual parameters a replica refused to serve (broken); the bandit weights decide",
+)

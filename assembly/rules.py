@@ -122,7 +122,8 @@ def _experiment(
     experiment = variant.experiment
     assert experiment is not None
     arms = env.allocations.arms(slot.arms[experiment.key])
-    decision = assign(arms, visitor, env.state, slot.key, env.now_ts)
+    policy = env.allocations.policy(arms)
+    decision = assign(arms, visitor, env.state, slot.key, env.now_ts, policy)
     served = decision.variant
     if served is not None and served is not variant:
         notes: list[str] = []
@@ -310,7 +311,8 @@ def _coherent_experiment(
     if arms is None or not any(check(a, visitor, now, env, None) for a in arms.variants):
         return None
     arms = env.allocations.arms(arms)
-    decision = assign(arms, visitor, env.state, slot.key, env.now_ts)
+    policy = env.allocations.policy(arms)
+    decision = assign(arms, visitor, env.state, slot.key, env.now_ts, policy)
     if decision.source != "experiment":
         return None
     if decision.variant is not None and check(decision.variant, visitor, now, env, None) is None:

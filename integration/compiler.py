@@ -197,14 +197,19 @@ def parse_experiment(r: FieldReader) -> Experiment:
 
 
 def _mode(r: FieldReader, key: str) -> tuple[ExperimentMode, str | None]:
-    """`mode`: `ab` (also when empty) or `bandit`; anything else runs as `ab`, with the problem
-    reported (an editor's typo must not stop the test)."""
+    """`mode`: `ab` (also when empty), `bandit` or `contextual`; anything else runs as `ab`, with
+    the problem reported (an editor's typo must not stop the test)."""
     mode = r.raw("mode")
     if mode is None or mode in ("", "ab"):
         return "ab", None
     if mode == "bandit":
         return "bandit", None
-    return "ab", f"experiment {key}: mode {mode!r} is neither 'ab' nor 'bandit'; it runs as 'ab'"
+    if mode == "contextual":
+        return "contextual", None
+    return (
+        "ab",
+        f"experiment {key}: mode {mode!r} is not 'ab', 'bandit' or 'contextual'; it runs as 'ab'",
+    )
 
 
 def _namespace(spec: Mapping[str, Any]) -> Namespace | None:

@@ -22,7 +22,7 @@ SETTINGS = "mbSettings"
 
 Condition = CompiledCondition
 CapPeriod = Literal["session", "day", "week", "lifetime"]
-ExperimentMode = Literal["ab", "bandit"]
+ExperimentMode = Literal["ab", "bandit", "contextual"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,14 @@ hash v2, coverage, namespace, the visitor's sticky arm); only its arm weights mo
   and the visitor total `counted` when it was set);
 - `<p>:decisions:bandit:history:<key>`: list, one JSON entry per allocation (allocation over
   time), trimmed to `bandit_history` entries;
+- `<p>:decisions:bandit:contextual`: hash, experiment key -> a contextual bandit's parameters
+  (`mode: contextual`, `contextual_params`), written with its weights;
 - `<p>:decisions:bandit:version`: incremented with every new allocation; replicas poll it
-  (`AllocationWatcher`) and reload the hash only when it moved, so a page view reads weights
-  from process memory, never from Redis.
+  (`AllocationWatcher`) and reload the hashes only when it moved, so a page view reads weights
+  and parameters from process memory, never from Redis.
+
+A contextual experiment is also a bandit: its weights are the rollback, used when it has no
+parameters (yet) or broken ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Protocol
 import orjson
 from redis.asyncio import Redis
 
+from assembly.experiments.contextual import Policy
 from assembly.targeting.bucketing import get_bucket_ranges
 from core.redis import Keys
 from integration.model import Arms
@@ -89,14 +95,28 @@ class AllocationStore:
         raw: Any = await self._redis.get(self.keys.bandit_version)
         return int(raw) if raw else 0
 
-    async def load(self) -> tuple[int, dict[str, Allocation]]:
-        """The global version and every allocation, read together."""
+    async def load(self) -> tuple[int, dict[str, Allocation], dict[str, bytes]]:
+        """The global version, every allocation and every contextual parameters document
+        (raw), read together."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(self.keys.bandit_version)
             pipe.hgetall(self.keys.bandit_weights)
-            version, rows = await pipe.execute()
+            pipe.hgetall(self.keys.bandit_contextual)
+            version, rows, params = await pipe.execute()
         found = {k.decode(): Allocation.decode(v) for k, v in rows.items()}
-        return int(version or 0), {k: a for k, a in found.items() if a is not None}
+        raw = {k.decode(): bytes(v) for k, v in params.items()}
+        return int(version or 0), {k: a for k, a in found.items() if a is not None}, raw
+
+    async def parameters(self, experiment: str) -> bytes | None:
+        raw: Any = await self._redis.hget(self.keys.bandit_contextual, experiment)
+        return bytes(raw) if raw is not None else None
+
+    async def put_parameters(self, experiment: str, raw: bytes) -> None:
+        """Store a contextual bandit's parameters and announce them (one transaction)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.bandit_contextual, experiment, raw)
+            pipe.incr(self.keys.bandit_version)
+            await pipe.execute()
 
     async def get(self, experiment: str) -> Allocation | None:
         return Allocation.decode(await self._redis.hget(self.keys.bandit_weights, experiment))
@@ -130,13 +150,29 @@ class Allocations:
     reweighted `Arms` (new bucket ranges) is built once per allocation and kept.
     """
 
-    def __init__(self, by_key: Mapping[str, Allocation] | None = None, version: int = 0) -> None:
+    def __init__(
+        self,
+        by_key: Mapping[str, Allocation] | None = None,
+        version: int = 0,
+        policies: Mapping[str, Policy] | None = None,
+    ) -> None:
         self.by_key = dict(by_key or {})
         self.version = version
+        self.policies = dict(policies or {})
         self._built: dict[int, tuple[Arms, Arms]] = {}
 
+    def policy(self, arms: Arms) -> Policy | None:
+        """The contextual policy of a `mode: contextual` experiment, when its parameters were
+        fitted for exactly these arms (else None: it buckets by its plain bandit weights)."""
+        if arms.experiment.mode != "contextual" or not self.policies:
+            return None
+        policy = self.policies.get(arms.experiment.key)
+        if policy is None or set(policy.labels) != set(arms.labels):
+            return None
+        return policy
+
     def arms(self, arms: Arms) -> Arms:
-        if arms.experiment.mode != "bandit":
+        if arms.experiment.mode == "ab":
             return arms
         built = self._built.get(id(arms))
         if built is not None and built[0] is arms:

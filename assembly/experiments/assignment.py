@@ -8,6 +8,10 @@ first arm is stored by key (`a:<key>` in the visitor's decision state) and serve
 changing weights, coverage or the order of the list moves nobody already assigned. A stopped
 experiment, or one with a `winner`, serves the winner (or the baseline) to everyone who reaches
 it. Visitors outside coverage or the namespace get the baseline and are not counted.
+
+A `mode: contextual` experiment with parameters in force (`policy`) buckets the same way for
+coverage and namespace, then lets the policy pick the arm of a new visitor from their features
+(`assembly.experiments.contextual`); the arm is stored and kept exactly as a bucketed one.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from assembly.decision import Decision, TestEntry
 from assembly.decision_state import Assignment, DecisionState, Exposure, TestMeta
+from assembly.experiments.contextual import Policy
 from assembly.scoring import timestamp
 from assembly.targeting.bucketing import choose_variation, gb_hash, in_namespace
 from assembly.visitor import Visitor
@@ -28,7 +33,14 @@ HOLDOUT = "holdout"
 CONVERSION_SKEW_SECONDS = 300.0  # client clocks: a conversion may look this much older
 
 
-def assign(arms: Arms, visitor: Visitor, state: DecisionState, slot: str, now: float) -> Decision:
+def assign(
+    arms: Arms,
+    visitor: Visitor,
+    state: DecisionState,
+    slot: str,
+    now: float,
+    policy: Policy | None = None,
+) -> Decision:
     experiment = arms.experiment
     key = experiment.key
     if experiment.status == "stopped" or experiment.winner is not None:
@@ -46,8 +58,14 @@ def assign(arms: Arms, visitor: Visitor, state: DecisionState, slot: str, now: f
     index = -1 if bucket is None else choose_variation(bucket, arms.ranges)
     if index < 0:
         return Decision("baseline", f"experiment {key}: outside coverage")
+    how = ""
+    if policy is not None:
+        chosen = arms.index(policy.choose(policy.encoder.encode(visitor), value))
+        if chosen >= 0:
+            index, how = chosen, f" (contextual v{policy.version})"
     label = arms.variants[index - 1].key if index else CONTROL
-    return _arm(arms, index, Assignment(index, label, experiment.goal_event, now), slot, new=True)
+    assignment = Assignment(index, label, experiment.goal_event, now)
+    return _arm(arms, index, assignment, slot, new=True, how=how)
 
 
 def bucketing_reading(arms: Arms, visitor: Visitor, state: DecisionState) -> dict[str, Any]:
@@ -102,10 +120,12 @@ def _sticky(arms: Arms, sticky: Assignment, slot: str) -> Decision:
     return _arm(arms, index, sticky, slot, new=False)
 
 
-def _arm(arms: Arms, index: int, assignment: Assignment, slot: str, *, new: bool) -> Decision:
+def _arm(
+    arms: Arms, index: int, assignment: Assignment, slot: str, *, new: bool, how: str = ""
+) -> Decision:
     experiment = arms.experiment
     label = assignment.variant
-    reason = f"experiment {experiment.key} arm {label}" + ("" if new else " (sticky)")
+    reason = f"experiment {experiment.key} arm {label}" + (how if new else " (sticky)")
     exposure = Exposure(experiment.key, index, label, slot, experiment_meta(arms))
     return Decision(
         "experiment",

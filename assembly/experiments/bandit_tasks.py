@@ -2,7 +2,8 @@
 
 - `bandit_forever`: every `bandit_update_seconds`, the replica that gets the lease
   (`<p>:decisions:bandit:lease`, `integration.store.SyncLock`) recomputes each running bandit's
-  weights from its counters (`update_bandits`). An allocation younger than half the period is
+  weights from its counters (`update_bandits`), then fits the contextual bandits' parameters
+  (`contextual_tasks.update_contextual`). An allocation younger than half the period is
   left alone, so replicas whose timers fire one after the other do not update twice.
 - `AllocationWatcher`: every `bandit_poll_seconds`, one GET of the version; the weights are
   reloaded into process memory only when it moved.
@@ -26,6 +27,9 @@ from assembly.experiments.allocation import (
     AllocationStore,
 )
 from assembly.experiments.bandit import ArmData, run_seed, thompson_weights
+from assembly.experiments.contextual import Policy
+from assembly.experiments.contextual_params import BrokenParameters, compile_policy
+from assembly.experiments.contextual_tasks import update_contextual
 from assembly.ports import LibrarySource
 from assembly.store import read_counts
 from core.cancellation import reraise_if_cancelling
@@ -45,7 +49,7 @@ def bandit_arms(library: Library) -> list[Arms]:
         for key, arms in slot.arms.items():
             experiment = arms.experiment
             live = experiment.status == "running" and experiment.winner is None
-            if live and experiment.mode == "bandit":
+            if live and experiment.mode != "ab":
                 found.setdefault(key, arms)
     return list(found.values())
 
@@ -123,9 +127,24 @@ async def bandit_forever(
             async with lock.held() as mine:
                 if mine:
                     await update_bandits(redis, keys, settings, library, time.time())
+                    arms = bandit_arms(library)
+                    await update_contextual(redis, keys, settings, arms, time.time())
         except (RedisError, OSError) as exc:
             reraise_if_cancelling(exc)
             log.warning("assembly.bandit.update_failed", error=str(exc))
+
+
+def compile_policies(raw: dict[str, bytes]) -> dict[str, Policy]:
+    """The contextual policies that can be served; a broken one is left out (its experiment
+    runs on its bandit weights), logged and counted."""
+    out = {}
+    for key, doc in raw.items():
+        try:
+            out[key] = compile_policy(key, doc, None)
+        except BrokenParameters as exc:
+            metrics.CONTEXTUAL_REFUSED.inc()
+            log.warning("assembly.contextual.refused", experiment=key, problem=str(exc))
+    return out
 
 
 class AllocationWatcher:
@@ -141,11 +160,18 @@ class AllocationWatcher:
         """Reload when the stored version moved; whether it did."""
         if await self.store.version() == self._seen:
             return False
-        version, found = await self.store.load()
-        self.allocations = Allocations(found, version)
+        version, found, raw = await self.store.load()
+        policies = compile_policies(raw)
+        self.allocations = Allocations(found, version, policies)
         self._seen = version
         metrics.BANDIT_ALLOCATIONS.set(len(found))
-        log.info("assembly.bandit.loaded", version=version, experiments=len(found))
+        metrics.CONTEXTUAL_POLICIES.set(len(policies))
+        log.info(
+            "assembly.bandit.loaded",
+            version=version,
+            experiments=len(found),
+            policies=len(policies),
+        )
         return True
 
     async def run(self) -> None:

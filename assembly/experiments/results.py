@@ -19,6 +19,8 @@ from assembly.exceptions import ExperimentNotFound
 from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.assignment import experiment_meta
 from assembly.experiments.bandit_results import BanditRecord, allocation_table, bandit_section
+from assembly.experiments.contextual_params import decode_params
+from assembly.experiments.contextual_segments import contextual_section, segment_table
 from assembly.experiments.stats import chance_to_beat, rate, relative_uplift, srm, two_sided_p
 from assembly.store import TestCounts, read_counts
 from core.redis import Keys
@@ -51,10 +53,16 @@ async def experiment_results(
         meta = TestMeta("experiment", labels, (1 / max(len(labels), 1),) * len(labels), None)
     experiment = found[0] if found else None
     bandit = None
-    if experiment is not None and experiment.mode == "bandit":
+    if experiment is not None and experiment.mode != "ab":
         store = AllocationStore(redis, keys)
         bandit = BanditRecord(await store.get(key), await store.history(key))
-    return results_document(key, counts, meta, experiment, settings, bandit)
+    document = results_document(key, counts, meta, experiment, settings, bandit)
+    if experiment is not None and experiment.mode == "contextual":
+        # The split follows who came, not the weights: a ratio check has nothing to compare.
+        document["srm"].update(applicable=False, mismatch=False)
+        params = decode_params(await AllocationStore(redis, keys).parameters(key))
+        document["contextual"] = contextual_section(params)
+    return document
 
 
 def results_document(
@@ -140,11 +148,15 @@ def results_table(document: dict[str, Any]) -> RenderableType:
     table = _arms_table(document)
     if "bandit" not in document:
         return table
+    if "contextual" in document:
+        return Group(table, allocation_table(document), segment_table(document))
     return Group(table, allocation_table(document))
 
 
 def _arms_table(document: dict[str, Any]) -> Table:
     srm_info = document["srm"]
+    if srm_info.get("applicable") is False:
+        srm_info = {**srm_info, "pValue": None}
     caption = (
         f"goal: {document['goalEvent'] or '-'} · SRM chi-square p="
         f"{_num(srm_info['pValue'], '.4g')}"

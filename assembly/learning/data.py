@@ -70,6 +70,10 @@ def _noop(stage: str, done: int, total: int) -> None:
     return None
 
 
+def _same(record: dict[str, Any]) -> dict[str, Any]:
+    return record
+
+
 def _ids(user: Any, anonymous: Any) -> tuple[str, ...]:
     out = []
     if isinstance(user, str) and user:
@@ -122,8 +126,16 @@ def exposures_of(record: dict[str, Any], seen: set[tuple[str, str]]) -> list[Exp
 
 
 async def read_exposures(
-    redis: Redis, keys: Keys, *, since: float, bounds: Bounds, progress: Progress = _noop
+    redis: Redis,
+    keys: Keys,
+    *,
+    since: float,
+    bounds: Bounds,
+    progress: Progress = _noop,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] = _same,
 ) -> Recorded:
+    """The first exposures in the decision log from `since` on; `shape` may rewrite each
+    record's slot outcomes first (the contextual bandit reads experiment arms as variants)."""
     recorded = Recorded([])
     deadline = _Deadline(bounds.time_budget_seconds)
     seen: set[tuple[str, str]] = set()
@@ -140,7 +152,7 @@ async def read_exposures(
             recorded.decisions_read += 1
             raw = fields.get(b"r")
             if raw is not None:
-                recorded.exposures.extend(exposures_of(orjson.loads(raw), seen))
+                recorded.exposures.extend(exposures_of(shape(orjson.loads(raw)), seen))
         progress("decisions", recorded.decisions_read, bounds.max_decisions)
         if len(rows) < count:
             break

@@ -298,8 +298,8 @@ class TestMode:
         assert issue.to_json() == {
             "id": "exp-hero-headline-test",
             "contentType": "mbExperiment",
-            "problem": f"experiment {EXPERIMENT}: mode 'thompson' is neither 'ab' nor "
-            "'bandit'; it runs as 'ab'",
+            "problem": f"experiment {EXPERIMENT}: mode 'thompson' is not 'ab', 'bandit' or "
+            "'contextual'; it runs as 'ab'",
         }
 
 
