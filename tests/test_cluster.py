@@ -264,3 +264,22 @@ async def test_events_spread_over_stream_shards_and_are_all_applied(store: Store
         assert await eventually(applied, lambda n: n == len(visitors), within=20) == 30
         if store.cluster:
             assert len({slot(name) for name in names}) == 3
+
+
+async def test_erasing_a_user_erases_its_linked_ids_in_other_slots(store: Store) -> None:
+    keys = store.keys
+    async with bridge(store) as (_, client):
+        await track(client, dwell("eve-browser", "m-eve-"))
+        identify = {"type": "identify", "userId": "eve", "anonymousId": "eve-browser"}
+        await track(client, [identify | {"messageId": "m-eve-id", "traits": {"plan": "pro"}}])
+        profiles = RedisProfileStore(store.client, keys)
+        await eventually(
+            lambda: profiles.read("eve", "eve-browser"),
+            lambda p: p is not None and p.traits.get("plan") == "pro",
+        )
+        response = await client.delete("/v1/profiles/eve", headers=ADMIN)
+        assert response.status_code == 204, response.text
+        assert await profiles.read("eve", "eve-browser") is None
+        for visitor in ("u:eve", "a:eve-browser"):
+            assert not await store.client.exists(keys.profile(visitor))
+            assert await store.client.exists(keys.profile_erased(visitor))
