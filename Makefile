@@ -41,7 +41,7 @@ bench-scale: install
 	$(UV) run --frozen python -m bench.scale $(ARGS)
 
 # Three replicas behind a round-robin proxy (issue 14): webhook and kill switch → visible on all,
-# assemble req/s through the proxy vs one replica directly (about 2 minutes).
+# assemble req/s through the proxy vs one replica directly (about 2 minutes; ARGS=--cluster).
 bench-replicas: install
 	@./scripts/need redis-server redis-server
 	@./scripts/need wrk wrk
