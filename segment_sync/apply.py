@@ -55,7 +55,7 @@ MAX_ATTEMPTS = 12
 _YIELD_EVERY = 64  # entries derived between two yields to the event loop
 _TRIM_SHARE = 1 / 8  # of the writes that also drop applied messageIds older than the window
 _LOAD_ROUNDS = 3
-_CLUSTER_CONCURRENCY = 16  # visitors applied at once on a cluster (two connections each, at most)
+_CLUSTER_CONCURRENCY = 32  # visitors applied at once on a cluster (two connections each, at most)
 _VIEW_FIELDS = ("traits", "audiences", "signals", "live", "consent", "links", AUDIENCE_TIMES_FIELD)
 
 

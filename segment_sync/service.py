@@ -279,8 +279,8 @@ def consumer_client(url: str, store: StoreSettings, block_ms: int) -> Redis:
     request path's, and a pool apart from it."""
     if store.cluster:
         timeout = block_ms / 1000 + max(store.socket_timeout, 1.0)
-        # Per master: each shard's consumer applies up to 16 visitors at once, two slots each.
-        return cluster_client(url, store, socket_timeout=timeout, max_connections=128)
+        # Per master: each shard's consumer applies up to 32 visitors at once, two slots each.
+        return cluster_client(url, store, socket_timeout=timeout, max_connections=256)
     return Redis.from_url(
         url,
         socket_timeout=block_ms / 1000 + max(store.socket_timeout, 1.0),
