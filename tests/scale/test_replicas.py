@@ -81,7 +81,7 @@ def replicas(
         "CONTENTFUL_ACCESS_TOKEN": "cda-token",
         "CONTENTFUL_CDA_URL": space.url,
         "CONTENTFUL_SYNC_INTERVAL_SECONDS": "0.5",
-        "CONTENTFUL_SYNC_LEASE_SECONDS": "3",
+        "CONTENTFUL_SYNC_LEASE_SECONDS": "6",
         "CONTENTFUL_WEBHOOK_SECRETS": SECRET,
         "CONTENTFUL_WEBHOOK_RESYNC_DELAY_SECONDS": "600",
         "CONTENTFUL_WEBHOOK_RESYNC_MAX_DELAY_SECONDS": "600",
@@ -184,6 +184,19 @@ async def runs_by_replica(client: httpx.AsyncClient, replicas: Fleet) -> list[fl
     return [await sync_runs(client, url) for url in replicas.urls]
 
 
+async def syncs_from_now(client: httpx.AsyncClient, replicas: Fleet, count: int) -> list[float]:
+    """Sync runs per replica from now until `count` more have run in all (counted per process
+    by `/metrics`; a stopped replica counts none)."""
+    live = [s.url for s in replicas.servers if s.proc.poll() is None]
+
+    async def runs() -> list[float]:
+        return [await sync_runs(client, url) if url in live else 0.0 for url in replicas.urls]
+
+    before = await runs()
+    after = await eventually(runs, lambda now: sum(now) - sum(before) >= count, within=30)
+    return [a - b for a, b in zip(after, before, strict=True)]
+
+
 async def leader_pid(store: Store) -> int:
     redis = store.client()
     try:
@@ -196,26 +209,21 @@ async def leader_pid(store: Store) -> int:
 async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once(
     replicas: Fleet, store: Store, balanced: httpx.AsyncClient
 ) -> None:
-    runs = await eventually(
-        lambda: runs_by_replica(balanced, replicas), lambda r: sum(r) >= 4, within=30
-    )
+    runs = await syncs_from_now(balanced, replicas, 4)
     assert sum(1 for r in runs if r) == 1, runs
     leader = next(i for i, r in enumerate(runs) if r)
     assert await leader_pid(store) == replicas.servers[leader].proc.pid
 
     replicas.stop_one(leader)
-    others = [i for i in range(3) if i != leader]
-
-    async def survivors() -> list[float]:
-        return [await sync_runs(balanced, replicas.urls[i]) for i in others]
-
-    taken = await eventually(survivors, lambda r: max(r) >= 4, within=30)
-    assert sorted(taken)[0] == 0, f"both survivors synced: {taken}"
-    heir = others[taken.index(max(taken))]
+    await eventually(
+        partial(leader_pid, store), lambda pid: pid not in (0, replicas.servers[leader].proc.pid)
+    )
+    taken = await syncs_from_now(balanced, replicas, 4)
+    assert sum(1 for r in taken if r) == 1, f"not exactly one heir: {taken}"
+    heir = next(i for i, r in enumerate(taken) if r)
+    assert heir != leader
     assert await leader_pid(store) == replicas.servers[heir].proc.pid
 
     replicas.start_again(leader)
-    later = await eventually(
-        lambda: runs_by_replica(balanced, replicas), lambda r: r[heir] >= max(taken) + 4, within=30
-    )
-    assert [i for i, r in enumerate(later) if r] == [heir], later
+    later = await syncs_from_now(balanced, replicas, 4)
+    assert [i for i, r in enumerate(later) if r] == [heir], "the heir keeps the lease"
