@@ -1,6 +1,6 @@
 UV := ./scripts/uv
 
-.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-replicas bench-learning-bandit bench-learning-model fallback check-prod
+.PHONY: install run test lint format bench bench-all bench-faults bench-scale bench-replicas bench-learning-bandit bench-learning-contextual bench-learning-model fallback check-prod
 
 install:
 	@$(UV) sync --frozen --quiet
@@ -52,6 +52,12 @@ bench-replicas: install
 bench-learning-bandit: install
 	@./scripts/need redis-server redis-server
 	$(UV) run --frozen python -m bench.bandit_sim $(ARGS)
+
+# Contextual bandit (issue 13): planted per-segment truth through the tracking API and assemble;
+# uniform, bandit and contextual runs on the same population against the oracle (about 4 minutes).
+bench-learning-contextual: install
+	@./scripts/need redis-server redis-server
+	$(UV) run --frozen python -m bench.contextual_sim $(ARGS)
 
 # Model-scored variants (issue 13): planted ground truth through the tracking API and assemble,
 # then `cli.py train`, insights, and the model's choices per segment (about 3 minutes).

@@ -49,6 +49,8 @@ from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.visitor import Visitor, build_visitor
 from bench.assemble import clean_env, demo_library, http, redis_server, spawned, wait_ready
+from bench.contextual_cost import ContextualCostResult, run_contextual_cost
+from bench.contextual_cost import report as contextual_report
 from bench.model_cost import ModelCostResult, report, run_model_cost
 from core.logging import configure_logging
 from integration.model import Audience, Slot, Variant
@@ -310,6 +312,15 @@ def model_cost() -> ModelCostResult:
     return run_model_cost(library.templates["home"].slots, visitors, env, NOW)
 
 
+def contextual_cost() -> ContextualCostResult:
+    """Per-slot decisions of a contextual bandit against a plain one (new and sticky visitors)."""
+    library = demo_library()
+    cases = synthetic_visitors(VISITORS)
+    env = DecisionEnv(state=DecisionState(session=session_tag("bench")), now_ts=NOW.timestamp())
+    visitors = [build_visitor(c.request, c.profile) for c in cases]
+    return run_contextual_cost(library.templates["home"].slots, visitors, env, NOW)
+
+
 # ---------------------------------------------------------------- kill switch propagation
 
 TOKEN = "bench-admin-token"
@@ -413,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"    differs: {line}")
     model = model_cost()
     print(report(model), flush=True)
+    contextual = contextual_cost()
+    print(contextual_report(contextual), flush=True)
     propagation = None
     if not args.skip_propagation:
         print(
@@ -432,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "goalRatio": GOAL,
         "propagation": asdict(propagation) if propagation else None,
         "modelScoring": asdict(model),
+        "contextualBandit": asdict(contextual),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"decisions-{stamp}.json"

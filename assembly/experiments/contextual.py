@@ -10,9 +10,10 @@ with `noise` the arm's smoothed Bernoulli variance p(1 - p), p = (1 + conversion
 (2 + exposures). For one visitor, Thompson sampling draws theta from each arm's posterior and
 shows the arm with the largest x'theta; since only x'theta matters, drawing it directly from its
 marginal N(x'mean, x' cov x) is the same choice, and costs one sparse dot product and one
-sparse quadratic form per arm. The draw's standard normal is a hash of the visitor, the arm and
-the parameters' version, so a visitor gets the same arm on every replica (and the decision state
-then keeps it). An exploration floor sends a `floor` share per arm to an arm picked by hash alone.
+sparse quadratic form per arm. The draws come from one hash of the experiment, the parameters'
+version and the visitor (`uniforms`: 8 bytes per number), so a visitor gets the same arm on
+every replica (and the decision state then keeps it). An exploration floor sends a `floor`
+share per arm to an arm picked by the hash alone.
 
 Fitting (`fit_arm`) uses NumPy, off the hot path; choosing (`Policy.choose`) is plain Python.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -29,7 +31,8 @@ from typing import Any
 from assembly.learning.features import Encoder, Sparse
 
 _NORMAL = NormalDist()
-_SCALE = float(1 << 53)
+_INV_SCALE = 1.0 / float(1 << 53)
+_WORDS = [struct.Struct(f">{n}Q") for n in range(9)]
 
 
 def _numpy() -> Any:
@@ -98,10 +101,22 @@ def fit_arm(label: str, rows: Any, outcomes: Any, ridge: float, size: int) -> Ar
     )
 
 
-def unit(seed: str, value: str) -> float:
-    """A uniform number in (0, 1) from a hash of `seed` and the visitor's hash value."""
-    digest = hashlib.blake2b(f"{seed}|{value}".encode(), digest_size=8).digest()
-    return ((int.from_bytes(digest, "big") >> 11) + 0.5) / _SCALE
+def uniforms(seed: str, value: str, count: int) -> list[float]:
+    """`count` uniform numbers in (0, 1) from a hash of `seed` and the visitor's hash value:
+    the i-th is the i-th 8 bytes of BLAKE2b (64-byte blocks, the block number in the key)."""
+    data = f"{seed}|{value}".encode()
+    if count <= 8:  # one block (salt zero: BLAKE2b's default)
+        words = _WORDS[count].unpack(hashlib.blake2b(data, digest_size=8 * count).digest())
+        return [((n >> 11) + 0.5) * _INV_SCALE for n in words]
+    out: list[float] = []
+    block = 0
+    while len(out) < count:
+        size = min(8, count - len(out))
+        salt = block.to_bytes(16, "big")
+        words = _WORDS[size].unpack(hashlib.blake2b(data, digest_size=8 * size, salt=salt).digest())
+        out.extend(((n >> 11) + 0.5) * _INV_SCALE for n in words)
+        block += 1
+    return out
 
 
 class Policy:
@@ -129,14 +144,13 @@ class Policy:
     def choose(self, x: Sparse, value: str) -> str:
         """The arm label for this visitor (features `x`, hash value `value`)."""
         count = len(self.arms)
-        u = unit(f"{self.key}:explore", value)
-        if u < self.floor * count:
-            return self.labels[min(int(u / self.floor), count - 1)]
+        u = uniforms(f"{self.key}:{self.version}", value, count + 1)
+        if u[0] < self.floor * count:
+            return self.labels[min(int(u[0] / self.floor), count - 1)]
         best, top = self.labels[0], -math.inf
-        for arm in self.arms:
+        for arm, draw in zip(self.arms, u[1:], strict=False):
             mean, var = arm.moments(x)
-            z = _NORMAL.inv_cdf(unit(f"{self.key}:{self.version}:{arm.label}", value))
-            drawn = mean + self.scale * z * math.sqrt(var)
+            drawn = mean + self.scale * _NORMAL.inv_cdf(draw) * math.sqrt(var)
             if drawn > top:
                 best, top = arm.label, drawn
         return best

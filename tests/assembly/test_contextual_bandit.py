@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import random
 import re
@@ -31,7 +32,7 @@ from assembly.experiments.contextual import (
     Policy,
     fit_arm,
     noise_of,
-    unit,
+    uniforms,
 )
 from assembly.experiments.contextual_params import (
     BrokenParameters,
@@ -174,11 +175,24 @@ class TestFit:
         b = ArmModel("b", (0.32, 0.0, 0.0), ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)))
         policy = Policy("exp", 4, Encoder([]), [a, b], floor=0.0, scale=1.0)
         for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
-            z = float(np.sqrt(2) * _erfinv(2 * unit("exp:4:a", user) - 1))
+            _, draw_a, _ = uniforms("exp:4", user, 3)  # [explore, arm a, arm b]
+            z = float(np.sqrt(2) * _erfinv(2 * draw_a - 1))
             expected = "a" if 0.3 + z * math.sqrt(0.15) > 0.32 else "b"
             assert policy.choose([(0, 1.0)], user) == expected
         greedy = Policy("exp", 4, Encoder([]), [a, b], floor=0.0, scale=0.0)
         assert greedy.choose([(0, 1.0)], "u1") == "b"  # 0.32 > 0.3 with no spread
+
+
+def test_uniforms_are_the_hash_bytes_in_order() -> None:
+    digest = hashlib.blake2b(b"exp:4|u1", digest_size=24, salt=bytes(16)).digest()
+    expected = [
+        ((int.from_bytes(digest[i : i + 8], "big") >> 11) + 0.5) / 2**53 for i in (0, 8, 16)
+    ]
+    assert uniforms("exp:4", "u1", 3) == expected
+    many = uniforms("exp:4", "u1", 10)  # past one 64-byte block: a second, salted with 1
+    second = hashlib.blake2b(b"exp:4|u1", digest_size=16, salt=(1).to_bytes(16, "big")).digest()
+    assert many[8] == ((int.from_bytes(second[:8], "big") >> 11) + 0.5) / 2**53
+    assert all(0 < u < 1 for u in many)
 
 
 def _erfinv(y: float) -> float:
