@@ -93,6 +93,7 @@ class IntegrationServices:
                 "lastErrorAt": _float(state.get("lastErrorAt")),
                 "lastError": orjson.loads(error) if error else None,
                 "lastMode": state.get("lastMode") or None,
+                "leading": self.leader.held,  # this replica runs the periodic sync
             },
             "syncAgeSeconds": round(time.time() - synced_at, 1) if synced_at else None,
         }

@@ -206,6 +206,16 @@ async def leader_pid(store: Store) -> int:
     return int(str(owner).split(":")[1]) if owner else 0
 
 
+async def leading(client: httpx.AsyncClient, replicas: Fleet) -> list[int]:
+    """The replicas whose `/readyz` says they lead the periodic sync."""
+    found = []
+    for index, server in enumerate(replicas.servers):
+        if server.proc.poll() is None:
+            ready = (await client.get(f"{server.url}/readyz")).json()
+            found += [index] if ready["sync"]["leading"] else []
+    return found
+
+
 async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once(
     replicas: Fleet, store: Store, balanced: httpx.AsyncClient
 ) -> None:
@@ -213,6 +223,7 @@ async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once
     assert sum(1 for r in runs if r) == 1, runs
     leader = next(i for i, r in enumerate(runs) if r)
     assert await leader_pid(store) == replicas.servers[leader].proc.pid
+    assert await leading(balanced, replicas) == [leader]
 
     replicas.stop_one(leader)
     await eventually(
@@ -223,6 +234,7 @@ async def test_the_periodic_sync_runs_on_exactly_one_replica_and_hands_over_once
     heir = next(i for i, r in enumerate(taken) if r)
     assert heir != leader
     assert await leader_pid(store) == replicas.servers[heir].proc.pid
+    assert await leading(balanced, replicas) == [heir]
 
     replicas.start_again(leader)
     later = await syncs_from_now(balanced, replicas, 4)
