@@ -201,11 +201,12 @@ class Keys:
         return self._events("")
 
     def events_shard(self, shard: int, shards: int = 1) -> str:
-        """Stream `shard` of `shards` (`SEGMENT_STREAM_SHARDS`). On a single node shard 0 is
-        `events_stream`, so one shard keeps the single-stream name; on a cluster shard i's hash
-        tag is the first whose slot lies in the i-th of `shards` equal slot ranges, so that the
-        shards land on different masters of an evenly sliced cluster."""
-        if not self.cluster:
+        """Stream `shard` of `shards` (`SEGMENT_STREAM_SHARDS`). Shard 0 of one is
+        `events_stream` (single node or cluster); on a single node shard i is
+        `<p>:events:shard:<i>`; on a cluster with several shards, shard i's hash tag is the first
+        whose slot lies in the i-th of `shards` equal slot ranges, so that the shards land on
+        different masters of an evenly sliced cluster."""
+        if not self.cluster or shards == 1:
             return self._events(f":shard:{shard}" if shard else "")
         low, high = shard * _SLOTS // shards, (shard + 1) * _SLOTS // shards
         tag = next(

@@ -140,6 +140,7 @@ async def test_keys_written_together_share_one_slot_on_a_cluster(store: Store) -
     families = [content, switches, [keys.decision_log, keys.decision_log_ids]]
     families += [[keys.bandit_weights, keys.bandit_version, keys.bandit_history("t")]]
     families += [[keys.model_current, keys.model_artifact(1), keys.model_seq]]
+    assert keys.events_shard(0, 1) == keys.events_stream, "one shard keeps the stream's name"
     if store.cluster:
         assert [len({slot(k) for k in family}) for family in families] == [1] * len(families)
     else:
