@@ -157,3 +157,19 @@ class Policy:
 
     def means(self, x: Sparse) -> dict[str, float]:
         return {arm.label: arm.moments(x)[0] for arm in self.arms}
+
+    def reading(self, x: Sparse) -> dict[str, Any]:
+        """What a choice reads, for explain: the visitor's non-zero features, each arm's
+        expected conversion and its spread (x'mean, sqrt(x' cov x)), the floor."""
+        specs = self.encoder.specs
+        arms = {}
+        for arm in self.arms:
+            mean, var = arm.moments(x)
+            arms[arm.label] = {"mean": mean, "sd": math.sqrt(var)}
+        return {
+            "version": self.version,
+            "features": {specs[i].name: value for i, value in x},
+            "arms": arms,
+            "minExploration": self.floor,
+            "scale": self.scale,
+        }

@@ -194,7 +194,10 @@ def _experiment(
     assert experiment is not None
     arms = env.allocations.arms(trace.slot.arms[experiment.key])
     reading = bucketing_reading(arms, visitor, env.state)
-    decision = assign(arms, visitor, env.state, trace.slot.key, env.now_ts)
+    policy = env.allocations.policy(arms)
+    if policy is not None:  # the arm is the policy's choice, not the bucket's (new visitors)
+        reading["contextual"] = policy.reading(policy.encoder.encode(visitor))
+    decision = assign(arms, visitor, env.state, trace.slot.key, env.now_ts, policy)
     served = decision.variant
     if served is not None and served is not variant:
         notes: list[str] = []

@@ -42,6 +42,7 @@ from assembly.experiments.contextual_params import (
 )
 from assembly.experiments.contextual_segments import segment_summary
 from assembly.experiments.contextual_tasks import update_contextual
+from assembly.explain.slots import explain_slot
 from assembly.learning.data import Exposure
 from assembly.learning.features import Encoder, FeatureSpec
 from assembly.ports import Profile
@@ -247,6 +248,21 @@ class TestChoice:
         )
         label, why = shown(library, visitor("d1", DEAL), env)
         assert (label, why.endswith("(sticky)")) == ("cta-c", True)
+
+    def test_explain_gives_the_engines_arm_and_what_the_policy_read(self) -> None:
+        library = build()
+        env = DecisionEnv(allocations=allocations(planted()), now_ts=NOW.timestamp())
+        slot = library.slots[SLOT]
+        for i in range(30):
+            who = visitor(f"e{i}", DEAL if i % 2 else VIDEO)
+            trace = explain_slot(slot, who, NOW, None, env)
+            assert trace.decision.experiment == decide(slot, who, NOW, None, env).experiment
+        (experiment,) = [s for s in trace.to_json()["steps"] if s["rule"] == "experiment"]
+        read = experiment["read"]["contextual"]
+        assert read["version"] == 1
+        assert read["features"] == {f"audiences:{DEAL}": 1.0}  # i = 29: a deal seeker
+        assert read["arms"]["cta-b"]["mean"] == pytest.approx(0.24)
+        assert read["arms"]["control"]["sd"] == pytest.approx(math.sqrt(2e-8))
 
     def test_only_contextual_experiments_use_a_policy(self) -> None:
         policies = allocations(planted())
