@@ -251,6 +251,10 @@ class ContextualSimulation(Simulation):
             "contextual_version": contextual.get("version"),
             "contextual_features": contextual.get("features"),
             "contextual_regret_estimate": contextual.get("regret"),
+            "contextual_last_fit": {
+                "read": contextual.get("read"),
+                "fitSeconds": contextual.get("fitSeconds"),
+            },
             "contextual_segments": [
                 {
                     "segment": s["segment"],

@@ -105,6 +105,8 @@ def contextual_section(doc: dict[str, Any] | None) -> dict[str, Any]:
             for f in doc.get("features") or []
         ],
         "minExploration": doc.get("floor"),
+        "read": doc.get("read"),
+        "fitSeconds": doc.get("fitSeconds"),
         "segments": segments,
         "regret": {"conversions": lost, "perVisitor": lost / visitors if visitors else None},
     }

@@ -12,6 +12,7 @@ posterior per arm (`contextual.fit_arm`); the per-segment summary for results. B
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import structlog
@@ -62,6 +63,7 @@ async def update_contextual(
         time_budget_seconds=settings.contextual_time_budget_seconds,
     )
     wanted = {a.experiment.key for a in due}
+    started = time.perf_counter()
     recorded = await read_exposures(
         redis, keys, since=since, bounds=bounds, shape=arm_shape(wanted)
     )
@@ -73,7 +75,11 @@ async def update_contextual(
         for experiment in (a for a in due if a.experiment.goal_event == goal):
             group = [e for e in recorded.exposures if e.slot == experiment.experiment.key]
             label(group, goals, settings.contextual_attribution_seconds)
-            if await _store_fit(store, experiment, group, settings, now):
+            read = {
+                "decisions": recorded.decisions_read,
+                "seconds": time.perf_counter() - started,
+            }
+            if await _store_fit(store, experiment, group, settings, now, read):
                 stored.append(experiment.experiment.key)
     return stored
 
@@ -90,13 +96,16 @@ async def _store_fit(
     group: list[Exposure],
     settings: DecisionSettings,
     now: float,
+    read: dict[str, float],
 ) -> bool:
     key = arms.experiment.key
     group = [e for e in group if e.variant in arms.labels]
     if len(group) < settings.contextual_min_exposures:
         log.info("assembly.contextual.too_few", experiment=key, exposures=len(group))
         return False
+    started = time.perf_counter()
     specs, models, segments = await asyncio.to_thread(fit_experiment, arms, group, settings)
+    fit_seconds = time.perf_counter() - started
     previous = decode_params(await store.parameters(key))
     version = int(previous.get("version") or 0) + 1 if previous else 1
     raw = encode_params(
@@ -107,11 +116,24 @@ async def _store_fit(
         segments=segments,
         floor=settings.bandit_min_exploration,
         scale=settings.contextual_exploration_scale,
-        extra={"exposures": len(group), "conversions": sum(e.converted for e in group)},
+        extra={
+            "exposures": len(group),
+            "conversions": sum(e.converted for e in group),
+            "read": read,
+            "fitSeconds": fit_seconds,
+        },
     )
     await store.put_parameters(key, raw)
     metrics.CONTEXTUAL_FITS.inc()
-    log.info("assembly.contextual.fitted", experiment=key, version=version, exposures=len(group))
+    log.info(
+        "assembly.contextual.fitted",
+        experiment=key,
+        version=version,
+        exposures=len(group),
+        decisions_read=read["decisions"],
+        read_seconds=round(read["seconds"], 3),
+        fit_seconds=round(fit_seconds, 3),
+    )
     return True
 
 

@@ -15,6 +15,7 @@ and say which one stopped them under `truncated`.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 import time
@@ -125,6 +126,17 @@ def exposures_of(record: dict[str, Any], seen: set[tuple[str, str]]) -> list[Exp
     return out
 
 
+def _decode(
+    rows: list[Any], seen: set[tuple[str, str]], shape: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[Exposure]:
+    out: list[Exposure] = []
+    for _, fields in rows:
+        raw = fields.get(b"r")
+        if raw is not None:
+            out.extend(exposures_of(shape(orjson.loads(raw)), seen))
+    return out
+
+
 async def read_exposures(
     redis: Redis,
     keys: Keys,
@@ -148,11 +160,10 @@ async def read_exposures(
         rows: list[Any] = list(
             await redis.xrange(keys.decision_log, min=cursor, max="+", count=count) or []
         )
-        for _, fields in rows:
-            recorded.decisions_read += 1
-            raw = fields.get(b"r")
-            if raw is not None:
-                recorded.exposures.extend(exposures_of(shape(orjson.loads(raw)), seen))
+        recorded.decisions_read += len(rows)
+        # Decoding a batch is CPU work: in a thread, so that a replica running it (the
+        # contextual bandit's fit) keeps answering page views between the GIL's switches.
+        recorded.exposures.extend(await asyncio.to_thread(_decode, rows, seen, shape))
         progress("decisions", recorded.decisions_read, bounds.max_decisions)
         if len(rows) < count:
             break
