@@ -22,10 +22,13 @@ import orjson
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from rich.console import Console
 
+from assembly import decision_state, store
 from assembly.config import DecisionSettings
 from assembly.decision_state import Assignment, DecisionState
 from assembly.experiments.allocation import Allocations, AllocationStore
+from assembly.experiments.bandit_results import BanditRecord
 from assembly.experiments.bandit_tasks import AllocationWatcher
 from assembly.experiments.contextual import (
     ArmModel,
@@ -40,8 +43,9 @@ from assembly.experiments.contextual_params import (
     decode_params,
     encode_params,
 )
-from assembly.experiments.contextual_segments import segment_summary
+from assembly.experiments.contextual_segments import contextual_section, segment_summary
 from assembly.experiments.contextual_tasks import update_contextual
+from assembly.experiments.results import results_document, results_table
 from assembly.explain.slots import explain_slot
 from assembly.learning.data import Exposure
 from assembly.learning.features import Encoder, FeatureSpec
@@ -305,19 +309,19 @@ class TestRollback:
         self, redis: Redis, keys: Keys
     ) -> None:
         library = build()
-        store = AllocationStore(redis, keys)
-        watcher = AllocationWatcher(store, 5.0)
+        saved = AllocationStore(redis, keys)
+        watcher = AllocationWatcher(saved, 5.0)
         await watcher.refresh()
         env = DecisionEnv(allocations=watcher.allocations, now_ts=NOW.timestamp())
         # No parameters: the equal split by hash, for every segment alike.
         labels = Counter(shown(library, visitor(f"d{i}", DEAL), env)[0] for i in range(300))
         assert set(labels) == set(ARMS)
         assert "contextual" not in shown(library, visitor("d1", DEAL), env)[1]
-        await store.put_parameters(EXPERIMENT, planted())
+        await saved.put_parameters(EXPERIMENT, planted())
         assert await watcher.refresh()
         env.allocations = watcher.allocations
         assert shown(library, visitor("d1", DEAL), env) == ("cta-b", _reason("cta-b"))
-        await store.put_parameters(EXPERIMENT, _patched(planted(), lambda d: d.pop("features")))
+        await saved.put_parameters(EXPERIMENT, _patched(planted(), lambda d: d.pop("features")))
         assert await watcher.refresh()
         assert watcher.allocations.policies == {}
         env.allocations = watcher.allocations
@@ -365,6 +369,44 @@ def test_segment_summary_counts_shares_and_the_model_regret() -> None:
         "conversions": pytest.approx(0.05),
         "perVisitor": pytest.approx(0.05),
     }
+
+
+def test_the_terminal_table_shows_the_allocation_per_segment() -> None:
+    models = [
+        ArmModel("control", (0.05, 0.0, 0.0), _zeros(3)),
+        ArmModel("cta-b", (0.04, 0.2, 0.0), _zeros(3)),
+        ArmModel("cta-c", (0.03, 0.0, 0.15), _zeros(3)),
+    ]
+    rows = [(_exposure("cta-b", True), [1.0, 1.0, 0.0])] * 3
+    rows += [(_exposure("control", False), [1.0, 1.0, 0.0])]
+    rows += [(_exposure("cta-c", False), [1.0, 0.0, 1.0])] * 2
+    raw = encode_params(
+        version=3,
+        at=NOW.timestamp(),
+        specs=SPECS,
+        arms=models,
+        segments=segment_summary(SPECS, models, rows),
+        floor=0.05,
+        scale=1.0,
+    )
+    meta = decision_state.TestMeta("experiment", ARMS, (1 / 3,) * 3, "Order Completed")
+    counts = store.TestCounts(EXPERIMENT, meta, {"control": 1, "cta-b": 3, "cta-c": 2}, {}, {})
+    document = results_document(EXPERIMENT, counts, meta, None, SETTINGS, BanditRecord(None))
+    document["contextual"] = contextual_section(decode_params(raw))
+    console = Console(record=True, width=160)
+    console.print(results_table(document))
+    text = console.export_text()
+    assert "contextual allocation per segment" in text
+    assert "parameters v3" in text
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines()]
+    lines = {row[0]: row for row in cells if row and row[0].startswith("audiences:")}
+    # segment, visitors, control, cta-b, cta-c, best, regret (0.2 - 0.01 lost on the control one)
+    assert lines[f"audiences:{DEAL}"][1:] == ["4", "25.0%", "75.0%", "0.0%", "cta-b", "0.2"]
+    assert lines[f"audiences:{VIDEO}"][1:] == ["2", "0.0%", "0.0%", "100.0%", "cta-c", "0.0"]
+
+
+def _zeros(size: int) -> tuple[tuple[float, ...], ...]:
+    return tuple((0.0,) * size for _ in range(size))
 
 
 def _exposure(variant: str, converted: bool) -> Exposure:
