@@ -33,6 +33,7 @@ from assembly.learning.features import Encoder, FeatureSpec
 from assembly.rules import DecisionEnv, decide
 from assembly.visitor import Visitor
 from bench.model_cost import FEATURES
+from core.redis import Keys
 from integration.model import Arms, ExperimentMode, Slot
 
 ROUNDS = 15
@@ -166,7 +167,7 @@ def _state_after(decision: Any) -> DecisionState:
     rows: dict[bytes, bytes] = {}
     for entry in decision.tests:
         rows[f"a:{entry.exposure.test}".encode()] = entry.assignment.encode()
-    return DecisionState((rows,), key="bench:{v:u:x}:decisions")
+    return DecisionState((rows,), key=Keys("bench").decisions("u:x"))
 
 
 def report(result: ContextualCostResult) -> str:
