@@ -55,11 +55,11 @@ from integration.config import ContentfulSettings
 from integration.preview_source import preview_source
 from integration.wiring import IntegrationServices, build_integration, start_integration
 from segment_sync.config import SegmentSettings
-from segment_sync.consumer import Hook
-from segment_sync.pipeline import enqueue
-from segment_sync.router import router as tracking_router
-from segment_sync.service import Refreshing, only_events
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.consumer import Hook
+from segment_sync.stream.pipeline import enqueue
+from segment_sync.tracking.router import router as tracking_router
+from segment_sync.tracking.service import Refreshing, only_events
 from segment_sync.webhook_config import SegmentWebhookSettings
 from segment_sync.wiring import SegmentSyncServices, start_segment_sync
 from webhooks.contentful.config import ContentfulWebhookSettings
@@ -72,7 +72,7 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 # Raw (possibly gzipped) body limits of the tracking API; the service also caps the
-# decompressed size at 500 KB (segment_sync/service.py: decompress).
+# decompressed size at 500 KB (segment_sync/tracking/service.py: decompress).
 TRACKING_LIMITS = {
     f"/v1/{name}": 500 * 1024
     for name in ("batch", "track", "identify", "page", "screen", "group", "alias")

@@ -440,7 +440,7 @@ def worker(
     ] = 1,
 ) -> None:
     """Apply tracked events to profiles (the event stream's consumer group), until stopped."""
-    from segment_sync.service import run_worker
+    from segment_sync.tracking.service import run_worker
 
     settings = _shared_settings("worker")
     configure_logging(settings.service.log_level, json=settings.service.log_json)

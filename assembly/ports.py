@@ -6,7 +6,7 @@ from typing import Protocol
 
 from assembly.decision_state import EMPTY_STATE, DecisionState
 from integration.library import Library
-from segment_sync.profile import EMPTY_PROFILE, Profile
+from segment_sync.profiles.profile import EMPTY_PROFILE, Profile
 
 __all__ = [
     "EMPTY_PROFILE",

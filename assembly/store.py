@@ -87,7 +87,7 @@ def state_keys(keys: Keys, user_id: str | None, anonymous_id: str | None) -> lis
 
 
 class PipelinedProfiles(Protocol):
-    """The profile store's half of the shared read (segment_sync.store.RedisProfileStore)."""
+    """The profile store's half of the shared read (`segment_sync.profiles.store`)."""
 
     def queue_read(self, pipe: Any, user_id: str | None, anonymous_id: str | None) -> int: ...
 

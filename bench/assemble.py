@@ -65,7 +65,7 @@ from integration.library import Library, compile_library
 from integration.model import Slot
 from integration.normalize import normalize_items
 from integration.store import StoredContent
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -71,7 +71,7 @@ from bench.assemble import (
     wait_ready,
 )
 from core.redis import Keys
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.support.redis_server import RedisServer, free_port
 
 WARMUP = "warm-up"

@@ -3,8 +3,8 @@
 `core.redis.connect` returns a `redis.asyncio.cluster.RedisCluster` when `REDIS_CLUSTER=true`;
 it offers the same commands as `Redis` (so it is passed around typed as `Redis`), but it has no
 single connection pool. The hot read path (`core/roundtrip.py`) and the event consumer's
-transactions (`segment_sync/redis_tx.py`) use raw connections: they ask here for one to the
-master that serves a key's slot, and for a refresh of the slot map after a failover (a
+transactions (`segment_sync/stream/transactions.py`) use raw connections: they ask here for one
+to the master that serves a key's slot, and for a refresh of the slot map after a failover (a
 `MOVED` reply, a refused connection). See docs/operations.md "Redis Cluster".
 """
 

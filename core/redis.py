@@ -175,7 +175,7 @@ class Keys:
     # segment_sync: profiles and the event stream (store.py, apply.py, consumer.py, pipeline.py)
 
     def profile(self, visitor_id: str) -> str:
-        """A visitor's profile hash (segment_sync/state.py)."""
+        """A visitor's profile hash (segment_sync/profiles/state.py)."""
         return self._visitor(visitor_id, "profile")
 
     def profile_seen(self, visitor_id: str) -> str:

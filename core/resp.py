@@ -3,7 +3,7 @@
 redis-py's asyncio client packs commands in Python, argument by argument; hiredis (already
 installed with `redis[hiredis]`) packs them in C, about 4x faster for a page view's read.
 Both the page-view read (`core/roundtrip.py`) and the event consumer's transactions
-(`segment_sync/redis_tx.py`) pack through here.
+(`segment_sync/stream/transactions.py`) pack through here.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from core.redis import Keys
 from core.settings import StoreSettings
 from core.tasks import BackgroundTasks
 from segment_sync.config import SegmentSettings
-from segment_sync.consumer import EventConsumer, Hook
-from segment_sync.pipeline import ensure_group
-from segment_sync.service import TrackingService, consumer_client
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.consumer import EventConsumer, Hook
+from segment_sync.stream.pipeline import ensure_group
+from segment_sync.tracking.service import TrackingService, consumer_client
 
 log = structlog.get_logger()
 

@@ -26,8 +26,8 @@ from assembly.config import DecisionSettings
 from core.cluster import slot
 from core.redis import Keys
 from segment_sync.config import SegmentSettings
-from segment_sync.pipeline import streams
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.pipeline import streams
 from tests.support.app import make_settings, running_app
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer

@@ -21,10 +21,10 @@ from integration.config import ContentfulSettings
 from integration.sync import sync_once_locked
 from integration.wiring import IntegrationServices
 from segment_sync.config import Ingest
-from segment_sync.pipeline import ONE_STREAM, enqueue
-from segment_sync.profile_api import ProfileApiClient, build_http_client
-from segment_sync.profile_sync import ProfilePuller
-from segment_sync.store import RedisProfileStore
+from segment_sync.profile_api.client import ProfileApiClient, build_http_client
+from segment_sync.profile_api.pulls import ProfilePuller
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.pipeline import ONE_STREAM, enqueue
 from segment_sync.webhook_config import SegmentWebhookSettings
 from webhooks.contentful.config import ContentfulWebhookSettings
 from webhooks.contentful.service import ContentfulWebhookService, build_contentful_webhooks

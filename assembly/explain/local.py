@@ -24,7 +24,7 @@ from assembly.store import DecisionStateStore
 from core.redis import Keys
 from integration.library import Library, compile_library
 from integration.store import ContentStore
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 
 
 @dataclass(frozen=True, slots=True)

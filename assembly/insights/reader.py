@@ -17,10 +17,10 @@ import structlog
 from redis.asyncio import Redis
 
 from core.redis import Keys, anonymous_visitor, user_visitor
-from segment_sync.apply import Entry, entry
-from segment_sync.pipeline import decode_entry
-from segment_sync.state import decode_row
-from segment_sync.store import PROFILE_FIELDS
+from segment_sync.profiles.state import decode_row
+from segment_sync.profiles.store import PROFILE_FIELDS
+from segment_sync.stream.apply import Entry, entry
+from segment_sync.stream.pipeline import decode_entry
 
 log = structlog.get_logger()
 

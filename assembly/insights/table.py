@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from assembly.insights.reader import Recorded, Visitor
-from segment_sync.apply import Entry
 from segment_sync.config import SignalRules
-from segment_sync.signals import apply_event, current_signals
-from segment_sync.state import ProfileState
+from segment_sync.profiles.signals import apply_event, current_signals
+from segment_sync.profiles.state import ProfileState
+from segment_sync.stream.apply import Entry
 
 _SKIPPED_SIGNALS = frozenset({"lastSeen", "cart", "recentEvents"})
 _MAX_CATEGORIES = 12

@@ -32,8 +32,8 @@ from assembly.decision_log.record import profile_of
 from assembly.schemas import AssembleRequest
 from assembly.visitor import Visitor, build_visitor
 from core.redis import Keys, anonymous_visitor, user_visitor
-from segment_sync.apply import entry
-from segment_sync.pipeline import decode_entry
+from segment_sync.stream.apply import entry
+from segment_sync.stream.pipeline import decode_entry
 
 Progress = Callable[[str, int, int], None]
 _DROPPED_SIGNALS = ("recentEvents", "cart", "at")

@@ -17,7 +17,7 @@ from core.admin import require_admin
 from core.errors import NotFound
 from core.services import started
 from integration.wiring import IntegrationServices
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -17,8 +17,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core.redis import Keys
-from segment_sync.pipeline import TRACKING, enqueue
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.pipeline import TRACKING, enqueue
 
 GOAL = "Order Completed"
 BASE, CART_FACTOR, VISITS_FACTOR = 0.08, 3.0, 2.0

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.support.app import make_settings, running_app
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 
 from integration.compiler import FieldReader, ModelError, parse_audience
 from integration.schemas import Entity
-from segment_sync.profile_sync import ProfilePuller
-from segment_sync.store import visitor_key
+from segment_sync.profile_api.pulls import ProfilePuller
+from segment_sync.profiles.store import visitor_key
 from tests.fakes.segment_profiles import FakeProfileApi
 from tests.segment_sync.support import (
     app_settings,

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.assembly.support import ADMIN, NOW, Client, decision_app, runtime, settle
 from tests.assembly.test_results_cli import run_cli
 from tests.support.demo import publish, with_fields

@@ -25,7 +25,7 @@ from assembly.learning.compiled import CompiledModel, VisitorScores
 from assembly.learning.store import ModelStore
 from assembly.visitor import Visitor
 from core.redis import Keys
-from segment_sync.pipeline import TRACKING, enqueue
+from segment_sync.stream.pipeline import TRACKING, enqueue
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from segment_sync.audiences import AudienceChange, audience_changes, audience_problem
+from segment_sync.audiences.changes import AudienceChange, audience_changes, audience_problem
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "segment"
 

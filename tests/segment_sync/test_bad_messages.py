@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from app import AppSettings
-from segment_sync.consumer import EventConsumer
+from segment_sync.stream.consumer import EventConsumer
 from tests.segment_sync.support import post_signed, segment_settings
 from tests.segment_sync.tracking_support import (
     KEYS,

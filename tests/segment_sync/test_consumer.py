@@ -17,9 +17,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from segment_sync.consumer import EventConsumer
 from segment_sync.exceptions import MessagesRejected
-from segment_sync.pipeline import enqueue, ensure_group
+from segment_sync.stream.consumer import EventConsumer
+from segment_sync.stream.pipeline import enqueue, ensure_group
 from tests.segment_sync.tracking_support import (
     KEYS,
     drained,

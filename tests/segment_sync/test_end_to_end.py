@@ -17,7 +17,7 @@ import segment.analytics as analytics
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.segment_sync.tracking_support import (
     KEYS,
     WRITE_KEY,

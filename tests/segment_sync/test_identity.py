@@ -7,9 +7,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from segment_sync.config import SignalRules
-from segment_sync.identity import World
-from segment_sync.state import Behaviour, ProfileState
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.identity import World
+from segment_sync.profiles.state import Behaviour, ProfileState
+from segment_sync.profiles.store import RedisProfileStore
 from tests.segment_sync.tracking_support import KEYS
 
 RULES = SignalRules()

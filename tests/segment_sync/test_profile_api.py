@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from segment_sync.profile_api import (
+from segment_sync.profile_api.client import (
     ProfileApiClient,
     ProfileApiRejected,
     ProfileApiUnavailable,

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from core.redis import Keys
-from segment_sync.profile_sync import ProfilePuller, pull_marker_key
-from segment_sync.store import RedisProfileStore, visitor_key
+from segment_sync.profile_api.pulls import ProfilePuller, pull_marker_key
+from segment_sync.profiles.store import RedisProfileStore, visitor_key
 from tests.fakes.segment_profiles import FakeProfileApi
 from tests.segment_sync.support import PREFIX, app_settings, assemble_home, segment_settings
 from tests.support.app import running_app

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from segment_sync.config import SignalRules
-from segment_sync.signals import apply_event, current_signals, event_consent
-from segment_sync.state import ProfileState, decode_row, encode_view
+from segment_sync.profiles.signals import apply_event, current_signals, event_consent
+from segment_sync.profiles.state import ProfileState, decode_row, encode_view
 
 RULES = SignalRules(
     session_timeout=1800, dwell_view_cap=600, cart_window=1800, half_life=3600, recent_events=3

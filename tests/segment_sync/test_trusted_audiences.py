@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from segment_sync.config import SignalRules
-from segment_sync.state import ProfileState, decode_row, encode_view, merge_into
+from segment_sync.profiles.state import ProfileState, decode_row, encode_view, merge_into
 from tests.segment_sync.support import (
     assemble_home,
     engage_identify,

@@ -19,7 +19,7 @@ from segment.analytics import Client
 from app import AppSettings
 from core.redis import Keys
 from segment_sync.config import SegmentSettings
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from tests.segment_sync.support import PREFIX
 from tests.support.app import make_settings, running_app
 from tests.support.redis_server import free_port

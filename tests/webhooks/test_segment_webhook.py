@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from app import ConfigurationError, load_settings
 from core.redis import Keys
-from segment_sync.store import RedisProfileStore
+from segment_sync.profiles.store import RedisProfileStore
 from segment_sync.webhook_config import SegmentWebhookSettings
 from tests.segment_sync.support import (
     NEW_SECRET,

@@ -31,9 +31,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.redis import Keys
-from segment_sync.audiences import audience_problem
-from segment_sync.pipeline import SEGMENT_WEBHOOK
-from segment_sync.schemas import (
+from segment_sync.audiences.changes import audience_problem
+from segment_sync.stream.pipeline import SEGMENT_WEBHOOK
+from segment_sync.tracking.schemas import (
     Invalid,
     Received,
     Rejection,

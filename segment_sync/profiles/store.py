@@ -22,16 +22,16 @@ from redis.asyncio import Redis
 from core.redis import Keys, anonymous_visitor, user_visitor
 from segment_sync.config import SignalRules
 from segment_sync.exceptions import ProfileErasureFailed
-from segment_sync.profile import Profile
-from segment_sync.redis_tx import Session, failed, pairs, session
-from segment_sync.signals import current_signals
-from segment_sync.state import (
+from segment_sync.profiles.profile import Profile
+from segment_sync.profiles.signals import current_signals
+from segment_sync.profiles.state import (
     AUDIENCE_TIMES_FIELD,
     HOT_FIELDS,
     ProfileState,
     decode_row,
     merge_into,
 )
+from segment_sync.stream.transactions import Session, failed, pairs, session
 
 log = structlog.get_logger()
 

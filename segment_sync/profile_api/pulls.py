@@ -33,8 +33,8 @@ from redis.exceptions import RedisError
 
 from core.redis import Keys, user_visitor
 from segment_sync.metrics import PROFILE_PULLS
-from segment_sync.profile import Profile
-from segment_sync.profile_api import ProfileApiClient, ProfileApiError, PulledProfile
+from segment_sync.profile_api.client import ProfileApiClient, ProfileApiError, PulledProfile
+from segment_sync.profiles.profile import Profile
 from segment_sync.webhook_config import SegmentWebhookSettings
 
 __all__ = ["ProfilePuller", "ProfileWriter", "PullOutcome", "pull_marker_key"]

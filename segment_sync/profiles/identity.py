@@ -24,7 +24,7 @@ from typing import Any
 
 from core.redis import anonymous_visitor, user_visitor
 from segment_sync.config import SignalRules
-from segment_sync.state import ProfileState, merge_into
+from segment_sync.profiles.state import ProfileState, merge_into
 
 _MAX_HOPS = 8
 

@@ -31,8 +31,8 @@ from core.redis import Keys
 from segment_sync import metrics
 from segment_sync.config import Ingest
 from segment_sync.exceptions import EventStoreUnavailable, MessagesRejected
-from segment_sync.redis_tx import failed, session
-from segment_sync.schemas import (
+from segment_sync.stream.transactions import failed, session
+from segment_sync.tracking.schemas import (
     PIPELINE_TYPES,
     Invalid,
     Rejection,

@@ -31,7 +31,6 @@ from core.redis import Keys, cluster_client, keys_for
 from core.settings import StoreSettings
 from segment_sync import metrics
 from segment_sync.config import SegmentSettings
-from segment_sync.consumer import EventConsumer, Hook
 from segment_sync.exceptions import (
     InvalidMessage,
     InvalidPayload,
@@ -42,8 +41,9 @@ from segment_sync.exceptions import (
     UnsupportedEncoding,
     WriteKeyInvalid,
 )
-from segment_sync.pipeline import TRACKING, TRACKING_SERVER, append
-from segment_sync.schemas import (
+from segment_sync.stream.consumer import EventConsumer, Hook
+from segment_sync.stream.pipeline import TRACKING, TRACKING_SERVER, append
+from segment_sync.tracking.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
     Invalid,

@@ -35,7 +35,9 @@ from tenacity import (
 from core.cancellation import reraise_if_cancelling
 from core.redis import Keys
 from segment_sync import metrics
-from segment_sync.apply import (
+from segment_sync.config import SegmentSettings
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.stream.apply import (
     ApplyConflict,
     ApplyNotReplicated,
     BatchApplier,
@@ -43,9 +45,12 @@ from segment_sync.apply import (
     Outcome,
     entry,
 )
-from segment_sync.config import SegmentSettings
-from segment_sync.pipeline import MESSAGE_FIELD, SOURCE_FIELD, decode_entry, ensure_stream_group
-from segment_sync.store import RedisProfileStore
+from segment_sync.stream.pipeline import (
+    MESSAGE_FIELD,
+    SOURCE_FIELD,
+    decode_entry,
+    ensure_stream_group,
+)
 
 log = structlog.get_logger()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from segment_sync.audiences import (
+from segment_sync.audiences.changes import (
     AUDIENCE_ENTERED,
     AUDIENCE_EXITED,
     PERSONAS_TRAIT,
@@ -19,7 +19,7 @@ from segment_sync.audiences import (
     audience_changes,
 )
 from segment_sync.config import SignalRules
-from segment_sync.state import Behaviour, Cart, ProfileState, View, counters, decay, iso
+from segment_sync.profiles.state import Behaviour, Cart, ProfileState, View, counters, decay, iso
 
 PRODUCT_VIEWED = "Product Viewed"
 PRODUCT_ADDED = "Product Added"

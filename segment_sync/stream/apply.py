@@ -10,7 +10,7 @@ One optimistic transaction per batch (a few round trips whatever its size):
 
 On a Redis Cluster a transaction stays inside one hash slot, and one visitor's keys share one
 (`{v:<id>}`): the batch is split into visitors (entries linked by the ids they name), applied at
-once a few at a time, each in its own transaction per slot (redis_tx.SpreadSession); an entry
+once a few at a time, each in its own transaction per slot (transactions.SpreadSession); an entry
 naming two ids (a userId and an anonymousId) commits the linked id's mirror first and its
 canonical profile with the applied `messageId`s last. The applied-id set of an id merged into
 another stays where it is until it expires, instead of being moved (that is a cross-slot write).
@@ -42,12 +42,12 @@ from core.redis import Keys
 from segment_sync import metrics
 from segment_sync.config import SegmentSettings
 from segment_sync.exceptions import SegmentSyncError
-from segment_sync.identity import World, message_ids
-from segment_sync.pipeline import TRUSTED_SOURCES
-from segment_sync.redis_tx import Session, failed, pairs, session
-from segment_sync.schemas import Invalid, parse_timestamp
-from segment_sync.signals import apply_event
-from segment_sync.state import AUDIENCE_TIMES_FIELD, ProfileState, decode_row, encode_view
+from segment_sync.profiles.identity import World, message_ids
+from segment_sync.profiles.signals import apply_event
+from segment_sync.profiles.state import AUDIENCE_TIMES_FIELD, ProfileState, decode_row, encode_view
+from segment_sync.stream.pipeline import TRUSTED_SOURCES
+from segment_sync.stream.transactions import Session, failed, pairs, session
+from segment_sync.tracking.schemas import Invalid, parse_timestamp
 
 log = structlog.get_logger()
 

@@ -19,7 +19,8 @@ from core.responses import OrjsonResponse
 from core.services import started
 from segment_sync import metrics
 from segment_sync.exceptions import EventStoreUnavailable, MessagesRejected, SegmentSyncError
-from segment_sync.schemas import (
+from segment_sync.profiles.store import RedisProfileStore
+from segment_sync.tracking.schemas import (
     AliasMessage,
     BatchRequest,
     GroupMessage,
@@ -28,8 +29,7 @@ from segment_sync.schemas import (
     TrackingAnswer,
     TrackMessage,
 )
-from segment_sync.service import TrackingService
-from segment_sync.store import RedisProfileStore
+from segment_sync.tracking.service import TrackingService
 from segment_sync.wiring import SegmentSyncServices
 
 router = APIRouter(tags=["tracking"])

@@ -1,0 +1,1 @@
+"""Engage audience and computed-trait changes, read into one `AudienceChange`."""

@@ -1,0 +1,1 @@
+"""Segment's Profile API: the client and the background pulls for unknown visitors."""
