@@ -1,0 +1,1 @@
+"""The decision engine: targeting, rules, experiments, and `POST /v1/assemble` (DESIGN.md §5)."""

@@ -1,0 +1,1 @@
+"""Contentful: sync, the content store and its one guarded writer, the compiled library."""

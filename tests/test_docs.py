@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -52,3 +53,14 @@ async def test_openapi_describes_assemble(redis: Redis, redis_server: RedisServe
     assert "AssembleResponse" in schema["components"]["schemas"]
     assert {"/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
     assert docs.status_code == 200
+
+
+def test_the_module_index_lists_every_module_with_its_docstring() -> None:
+    spec = importlib.util.spec_from_file_location("module_index", ROOT / "scripts/module_index.py")
+    assert spec is not None
+    assert spec.loader is not None
+    index = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(index)
+    current = (ROOT / "docs" / "modules.md").read_text()
+    assert current == index.render(), "run `uv run python scripts/module_index.py`"
+    assert "`assembly/targeting/compiler.py`" in current  # a nested module is listed too

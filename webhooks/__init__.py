@@ -1,0 +1,1 @@
+"""Every inbound signed webhook: Contentful content changes and Segment events and audiences."""
