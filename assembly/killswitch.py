@@ -10,7 +10,6 @@ the change) and at least every `kill_switch_poll_seconds`, so a missed message s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable, Mapping
@@ -20,10 +19,9 @@ from typing import Any, Literal, Protocol
 import orjson
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from assembly import metrics
-from core.cancellation import reraise_if_cancelling
+from core.announcements import follow
 from core.redis import Keys
 
 log = structlog.get_logger()
@@ -267,27 +265,10 @@ class SwitchWatcher:
 
     async def run(self, redis: Redis) -> None:
         """Reload on every announcement, and at least every `poll_seconds`; never ends."""
-        while True:
-            try:
-                await self._listen(redis)
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelling(exc)
-                log.warning("assembly.kill_switch.watch_failed", error=str(exc))
-                await asyncio.sleep(min(self._poll, 1.0))
-
-    async def _listen(self, redis: Redis) -> None:
-        pubsub = redis.pubsub()
-        try:
-            await pubsub.subscribe(self.store.keys.kill_switch_channel)
-            await self.refresh()  # anything changed before the subscription took effect
-            while True:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self._poll
-                )
-                if message is not None:
-                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0):
-                        pass
-                await self.refresh()
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await follow(
+            redis,
+            self.store.keys.kill_switch_channel,
+            self.refresh,
+            poll_seconds=self._poll,
+            failed_event="assembly.kill_switch.watch_failed",
+        )

@@ -11,19 +11,17 @@ published, the problem). `run` reloads on every announcement and at least every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from assembly.learning import metrics
 from assembly.learning.artifact import decode
 from assembly.learning.compiled import CompiledModel
 from assembly.learning.exceptions import ModelInvalid
 from assembly.learning.store import ModelStore
-from core.cancellation import reraise_if_cancelling
+from core.announcements import follow
 from core.ops import ReadinessCheck
 
 log = structlog.get_logger()
@@ -77,30 +75,13 @@ class ModelHolder:
 
     async def run(self, redis: Redis) -> None:
         """Reload on every announcement, and at least every `poll_seconds`; never ends."""
-        while True:
-            try:
-                await self._listen(redis)
-            except (RedisError, OSError) as exc:
-                reraise_if_cancelling(exc)
-                log.warning("learning.model.watch_failed", error=str(exc))
-                await asyncio.sleep(min(self._poll, 1.0))
-
-    async def _listen(self, redis: Redis) -> None:
-        pubsub = redis.pubsub()
-        try:
-            await pubsub.subscribe(self.store.keys.model_channel)
-            await self.refresh()
-            while True:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=self._poll
-                )
-                if message is not None:
-                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0):
-                        pass
-                await self.refresh()
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await follow(
+            redis,
+            self.store.keys.model_channel,
+            self.refresh,
+            poll_seconds=self._poll,
+            failed_event="learning.model.watch_failed",
+        )
 
 
 def with_model_status(check: ReadinessCheck, holder: ModelHolder) -> ReadinessCheck:
