@@ -28,7 +28,7 @@ from typing import Any
 import structlog
 
 from integration.compiler import ModelError, parse_audience, parse_experiment
-from integration.library import Library, _Compiler
+from integration.library import Library, _Compiler, log_compiled
 from integration.model import (
     AUDIENCE,
     EXPERIMENT,
@@ -137,16 +137,7 @@ class LibraryBuilder:
         self.recompiled = self._recompile(compiler, touched)
         library = self._snapshot(version, compiler, changed)
         self.library = library
-        log.info(
-            "library.compiled",
-            version=version,
-            touched=len(touched),
-            recompiled=self.recompiled,
-            templates=len(library.templates),
-            slots=len(library.slots),
-            issues=len(library.issues),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+        log_compiled(library, started, touched=len(touched), recompiled=self.recompiled)
         return library
 
     def _write(self, changes: Mapping[str, Entity | None]) -> set[str]:

@@ -318,12 +318,18 @@ def _unique_keys(items: Mapping[str, K], compiler: _Compiler) -> dict[str, K]:
 def compile_library(content: StoredContent, *, link_depth: int = 2) -> Library:
     started = time.perf_counter()
     library = _Compiler(content, link_depth).compile()
+    log_compiled(library, started)
+    return library
+
+
+def log_compiled(library: Library, started: float, **more: int) -> None:
+    """`library.compiled`: what was built and how long it took since `started` (perf_counter)."""
     log.info(
         "library.compiled",
         version=library.version,
+        **more,
         templates=len(library.templates),
         slots=len(library.slots),
         issues=len(library.issues),
         ms=round((time.perf_counter() - started) * 1000, 2),
     )
-    return library
