@@ -276,11 +276,6 @@ class Keys:
         """Hash: experiment → its contextual bandit's parameters (assembly/experiments)."""
         return self._decisions("bandit:contextual", "bandit")
 
-    @property
-    def bandit_contextual(self) -> str:
-        """Hash: experiment → its contextual bandit's parameters (assembly/experiments)."""
-        return self._decisions("bandit:contextual", "bandit")
-
     def bandit_history(self, experiment: str) -> str:
         """List of an experiment's past bandit weights."""
         return self._decisions(f"bandit:history:{experiment}", "bandit")
