@@ -17,6 +17,7 @@ import structlog
 from redis.asyncio import Redis
 
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.streams import pages
 from segment_sync.profiles.state import decode_row
 from segment_sync.profiles.store import PROFILE_FIELDS
 from segment_sync.stream.apply import Entry, entry
@@ -144,25 +145,19 @@ async def _read_stream(
     progress: Progress,
 ) -> None:
     bounds = collector.bounds
-    cursor = f"{start_ms}-0"
-    while True:
-        count = min(bounds.batch, bounds.max_events - collector.events)
-        if count <= 0:
-            collector._truncate("max_events")
-            return
-        rows: list[Any] = list(
-            await redis.xrange(keys.events_stream, min=cursor, max="+", count=count) or []
-        )
+    async for rows in pages(
+        redis,
+        keys.events_stream,
+        since_ms=start_ms,
+        batch=bounds.batch,
+        room=lambda: bounds.max_events - collector.events,
+        cap="max_events",
+        deadline=deadline,
+        stopped=collector._truncate,
+    ):
         for raw_id, fields in rows:
             collector.add(_text(raw_id), fields)
         progress("events", collector.events, bounds.max_events)
-        if len(rows) < count:
-            return
-        if time.monotonic() > deadline:
-            collector._truncate("time_budget")
-            return
-        last = rows[-1][0]
-        cursor = "(" + _text(last)
 
 
 async def _read_profiles(

@@ -32,6 +32,7 @@ from assembly.decision_log.record import profile_of
 from assembly.schemas import AssembleRequest
 from assembly.visitor import Visitor, build_visitor
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.streams import pages
 from segment_sync.stream.apply import entry
 from segment_sync.stream.pipeline import decode_entry
 
@@ -88,14 +89,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.end = time.monotonic() + seconds
-
-    def passed(self) -> bool:
-        return time.monotonic() > self.end
-
-
 def exposures_of(record: dict[str, Any], seen: set[tuple[str, str]]) -> list[Exposure]:
     """The first exposures (per visitor and slot) a decision-log record holds."""
     try:
@@ -149,28 +142,22 @@ async def read_exposures(
     """The first exposures in the decision log from `since` on; `shape` may rewrite each
     record's slot outcomes first (the contextual bandit reads experiment arms as variants)."""
     recorded = Recorded([])
-    deadline = _Deadline(bounds.time_budget_seconds)
     seen: set[tuple[str, str]] = set()
-    cursor = f"{int(since * 1000)}-0"
-    while True:
-        count = min(bounds.batch, bounds.max_decisions - recorded.decisions_read)
-        if count <= 0:
-            recorded.truncated.append("max_decisions")
-            break
-        rows: list[Any] = list(
-            await redis.xrange(keys.decision_log, min=cursor, max="+", count=count) or []
-        )
+    async for rows in pages(
+        redis,
+        keys.decision_log,
+        since_ms=int(since * 1000),
+        batch=bounds.batch,
+        room=lambda: bounds.max_decisions - recorded.decisions_read,
+        cap="max_decisions",
+        deadline=time.monotonic() + bounds.time_budget_seconds,
+        stopped=recorded.truncated.append,
+    ):
         recorded.decisions_read += len(rows)
         # Decoding a batch is CPU work: in a thread, so that a replica running it (the
         # contextual bandit's fit) keeps answering page views between the GIL's switches.
         recorded.exposures.extend(await asyncio.to_thread(_decode, rows, seen, shape))
         progress("decisions", recorded.decisions_read, bounds.max_decisions)
-        if len(rows) < count:
-            break
-        if deadline.passed():
-            recorded.truncated.append("time_budget")
-            break
-        cursor = "(" + _text(rows[-1][0])
     return recorded
 
 
@@ -185,17 +172,17 @@ async def read_goals(
     progress: Progress = _noop,
 ) -> dict[str, list[float]]:
     """Visitor id → sorted times of the goal event, from `since` on."""
-    deadline = _Deadline(bounds.time_budget_seconds)
     times: dict[str, list[float]] = {}
-    cursor = f"{int(since * 1000)}-0"
-    while True:
-        count = min(bounds.batch, bounds.max_events - recorded.events_read)
-        if count <= 0:
-            recorded.truncated.append("max_events")
-            break
-        rows: list[Any] = list(
-            await redis.xrange(keys.events_stream, min=cursor, max="+", count=count) or []
-        )
+    async for rows in pages(
+        redis,
+        keys.events_stream,
+        since_ms=int(since * 1000),
+        batch=bounds.batch,
+        room=lambda: bounds.max_events - recorded.events_read,
+        cap="max_events",
+        deadline=time.monotonic() + bounds.time_budget_seconds,
+        stopped=recorded.truncated.append,
+    ):
         for raw_id, fields in rows:
             recorded.events_read += 1
             try:
@@ -209,12 +196,6 @@ async def read_goals(
             for vid in _ids(message.get("userId"), message.get("anonymousId")):
                 times.setdefault(vid, []).append(at)
         progress("events", recorded.events_read, bounds.max_events)
-        if len(rows) < count:
-            break
-        if deadline.passed():
-            recorded.truncated.append("time_budget")
-            break
-        cursor = "(" + _text(rows[-1][0])
     for found in times.values():
         found.sort()
     return times
