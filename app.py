@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from assembly.admin_router import router as decisions_admin_router
+from assembly.admin.router import router as decisions_admin_router
 from assembly.config import DecisionSettings
 from assembly.decision_log.router import router as decision_log_router
 from assembly.explain.router import router as explain_router

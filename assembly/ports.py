@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from assembly.decision_state import EMPTY_STATE, DecisionState
+from assembly.decisions.state import EMPTY_STATE, DecisionState
 from integration.library import Library
 from segment_sync.profiles.profile import EMPTY_PROFILE, Profile
 

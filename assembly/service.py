@@ -24,18 +24,18 @@ from redis.exceptions import RedisError
 from assembly import metrics
 from assembly.breaker import Breaker
 from assembly.config import DecisionSettings
-from assembly.decision import Decision
 from assembly.decision_log.ids import new_decision_id
 from assembly.decision_log.record import PendingDecision
 from assembly.decision_log.service import DecisionLog
-from assembly.decision_state import EMPTY_STATE, DecisionState
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.outcome import Decision
+from assembly.decisions.selection import locale_of, select_slots
+from assembly.decisions.state import EMPTY_STATE, DecisionState
+from assembly.decisions.visitor import build_visitor
 from assembly.exceptions import ContentUnavailable, PreviewUnavailable
 from assembly.fallback import FallbackLibrary, FallbackState
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
-from assembly.selection import locale_of, select_slots
-from assembly.visitor import build_visitor
 from assembly.writer import DecisionWriter
 from integration.library import Library
 from integration.model import Slot

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from assembly import metrics
-from assembly.decision_state import (
+from assembly.decisions.state import (
     Assignment,
     DecisionState,
     Exposure,

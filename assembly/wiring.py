@@ -14,8 +14,8 @@ from redis.exceptions import RedisError
 
 from assembly.config import DecisionSettings
 from assembly.decision_log.service import DecisionLog
-from assembly.decision_state import PendingWrites
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.state import PendingWrites
 from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.bandit_tasks import AllocationWatcher, bandit_forever
 from assembly.fallback import FallbackLibrary

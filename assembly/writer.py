@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from assembly import metrics
 from assembly.config import DecisionSettings
-from assembly.decision_state import PendingWrites, VisitorWrite
+from assembly.decisions.state import PendingWrites, VisitorWrite
 from assembly.experiments.guardrail import check_rollouts
 from assembly.killswitch import KillSwitchStore
 from assembly.ports import LibrarySource

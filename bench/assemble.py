@@ -17,8 +17,9 @@ HTTP (skipped with `--skip-http`)
 In process
     The library compiled from the demo space and a visitor built from the same request and
     profile, timed with `time.perf_counter` (garbage collector on, median of several repeats):
-    parsing the request body, building the visitor, one `assembly.rules.decide` per slot (for a
-    fresh visitor per page view, as in a request, and with the visitor's audience memo warm), and
+    parsing the request body, building the visitor, one `assembly.decisions.rules.decide` per slot
+    (for a fresh visitor per page view, as in a request, and with the visitor's audience memo
+    warm), and
     `AssemblyService.assemble` without HTTP, its profile read answered by an in-memory stub.
 
 Results are printed as a table and written to `bench/results/assemble-<UTC timestamp>.json`.
@@ -52,12 +53,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from assembly.decisions.rules import decide
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.fallback import FallbackLibrary
 from assembly.ports import Profile, ProfileOnly
-from assembly.rules import decide
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
-from assembly.visitor import Visitor, build_visitor
 from core.logging import configure_logging
 from core.redis import Keys
 from integration.demo import DemoSource

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from assembly.decision_state import DecisionState
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.state import DecisionState
+from assembly.decisions.visitor import Visitor
 from assembly.experiments.allocation import Allocation, Allocations
 from assembly.experiments.contextual import ArmModel, Policy
 from assembly.learning.features import Encoder, FeatureSpec
-from assembly.rules import DecisionEnv, decide
-from assembly.visitor import Visitor
 from bench.model_cost import FEATURES
 from core.redis import Keys
 from integration.model import Arms, ExperimentMode, Slot

@@ -8,8 +8,9 @@ Per-slot decisions (in process)
     of the audiences" AND the variant's conditions AND its schedule AND its frequency cap, a
     percentage rollout as the rule's coverage, an experiment's arms as an experiment rule with
     the same seed, weights, coverage, namespace and hash version 2). 400 synthetic visitors
-    (audiences, signals, devices, pages) are decided by both: ours with `assembly.rules.decide`
-    (a fresh `Visitor` per page view, as in a request; building it is timed separately), and
+    (audiences, signals, devices, pages) are decided by both: ours with
+    `assembly.decisions.rules.decide` (a fresh `Visitor` per page view, as in a request;
+    building it is timed separately), and
     GrowthBook with one `GrowthBook` instance, `set_attributes` per page view and
     `eval_feature` per slot (its most favourable use: features parsed once). Both must agree
     on every slot. Reported: microseconds per slot decision (median of 7 repeats) and the ratio
@@ -43,11 +44,11 @@ from typing import Any
 import orjson
 from growthbook import GrowthBook
 
-from assembly.decision_state import DecisionState, session_tag
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.state import DecisionState, session_tag
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.ports import Profile
-from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.visitor import Visitor, build_visitor
 from bench.assemble import clean_env, demo_library, http, redis_server, spawned, wait_ready
 from bench.contextual_cost import ContextualCostResult, run_contextual_cost
 from bench.contextual_cost import report as contextual_report
@@ -85,7 +86,8 @@ def _audience_condition(audience: Audience) -> dict[str, Any]:
 
 
 def variant_condition(variant: Variant) -> dict[str, Any]:
-    """Everything `assembly.rules.qualifies` and the cap check test, as one GrowthBook condition."""
+    """Everything `assembly.decisions.rules.qualifies` and the cap check test, as one GrowthBook
+    condition."""
     parts: list[dict[str, Any]] = []
     if variant.audiences:
         parts.append({"$or": [_audience_condition(a) for a in variant.audiences]})

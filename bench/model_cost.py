@@ -37,11 +37,11 @@ from typing import Any
 
 import orjson
 
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.scoring import Scorer
+from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import decode, encode
 from assembly.learning.compiled import CompiledModel, VisitorScores
-from assembly.rules import DecisionEnv, decide
-from assembly.scoring import Scorer
-from assembly.visitor import Visitor
 from integration.model import Slot
 
 GOAL = 1.25

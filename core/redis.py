@@ -224,7 +224,7 @@ class Keys:
     # assembly: decision state, experiments, kill switches, bandits, scoring models, decision log
 
     def decisions(self, visitor_id: str) -> str:
-        """A visitor's decision state (assembly/decision_state.py), in the profile's slot."""
+        """A visitor's decision state (assembly/decisions/state.py), in the profile's slot."""
         return self._visitor(visitor_id, "decisions")
 
     def test_counts(self, test: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from assembly.decision_state import DecisionState, Periods, count_field
+from assembly.decisions.state import DecisionState, Periods, count_field
 from assembly.experiments.assignment import rollout_test
 from assembly.killswitch import SwitchBoard
 from assembly.ports import Profile

@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from assembly.config import DecisionSettings
-from assembly.decision import Decision
 from assembly.decision_log.record import LibraryTag, profile_of, state_of
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.outcome import Decision
+from assembly.decisions.visitor import build_visitor
 from assembly.killswitch import FixedBoard, KillSwitch, SwitchBoard
 from assembly.schemas import AssembleRequest
-from assembly.visitor import build_visitor
 from integration.library import Library
 from integration.model import Slot, Template
 

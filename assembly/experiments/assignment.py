@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from assembly.decision import Decision, TestEntry
-from assembly.decision_state import Assignment, DecisionState, Exposure, TestMeta
+from assembly.decisions.outcome import Decision, TestEntry
+from assembly.decisions.scoring import timestamp
+from assembly.decisions.state import Assignment, DecisionState, Exposure, TestMeta
+from assembly.decisions.visitor import Visitor
 from assembly.experiments.contextual import Policy
-from assembly.scoring import timestamp
 from assembly.targeting.bucketing import choose_variation, gb_hash, in_namespace
-from assembly.visitor import Visitor
 from integration.model import CONTROL, Arms, Experiment, Variant
 
 HOLDOUT = "holdout"

@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from assembly.decision_state import TestMeta
+from assembly.decisions.state import TestMeta
 from assembly.experiments.allocation import Allocation
 from assembly.experiments.bandit import (
     ArmData,

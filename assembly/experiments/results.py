@@ -14,7 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 
 from assembly.config import DecisionSettings
-from assembly.decision_state import TestMeta
+from assembly.decisions.state import TestMeta
 from assembly.exceptions import ExperimentNotFound
 from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.assignment import experiment_meta

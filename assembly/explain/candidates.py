@@ -1,4 +1,4 @@
-"""Every rule of one candidate variant, in the engine's order (`assembly.rules.check`):
+"""Every rule of one candidate variant, in the engine's order (`assembly.decisions.rules.check`):
 switched off, schedule, experiment status, audiences, conditions, frequency cap, rollout share.
 
 Each rule is evaluated even after one failed, so the explanation shows all that stands in the
@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from assembly.decisions.rules import DecisionEnv, cap_reached, in_schedule, switched_off
+from assembly.decisions.visitor import Visitor
 from assembly.experiments.assignment import rollout_reading
 from assembly.explain.conditions import explain_condition, summary
 from assembly.explain.steps import Step, passed, step
-from assembly.rules import DecisionEnv, cap_reached, in_schedule, switched_off
-from assembly.visitor import Visitor
 from integration.model import Audience, Variant
 
 ROLLOUT = "rollout"

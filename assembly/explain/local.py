@@ -15,8 +15,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from assembly.config import DecisionSettings
-from assembly.decision_state import PendingWrites
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.state import PendingWrites
 from assembly.explain.service import ExplainService
 from assembly.killswitch import FixedBoard, KillSwitchStore
 from assembly.schemas import AssembleRequest

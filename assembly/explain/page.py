@@ -1,12 +1,12 @@
 """The page-level steps after the slot decisions, as `DecisionEngine.decide_page` runs them:
-engagement sequencing, then `maxPersonalized` (`assembly.sequencing`, called as is)."""
+engagement sequencing, then `maxPersonalized` (`assembly.decisions.sequencing`, called as is)."""
 
 from __future__ import annotations
 
+from assembly.decisions.sequencing import Placed, cap_personalized, engagement, rerank
+from assembly.decisions.visitor import Visitor
 from assembly.explain.slots import SlotTrace
 from assembly.explain.steps import Step, step
-from assembly.sequencing import Placed, cap_personalized, engagement, rerank
-from assembly.visitor import Visitor
 from integration.model import Template
 
 MAX_PERSONALIZED = "maxPersonalized"

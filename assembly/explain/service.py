@@ -16,16 +16,16 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
-from assembly.decision_state import EMPTY_STATE, DecisionState
-from assembly.engine import DecisionEngine, page_switch
+from assembly.decisions.engine import DecisionEngine, page_switch
+from assembly.decisions.selection import locale_of, select_slots
+from assembly.decisions.state import EMPTY_STATE, DecisionState
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.exceptions import ContentUnavailable, PreviewUnavailable
 from assembly.explain.page import page_steps
 from assembly.explain.slots import explain_slot
 from assembly.explain.steps import step
 from assembly.ports import LibrarySource, Profile, VisitorReader
 from assembly.schemas import AssembleRequest
-from assembly.selection import locale_of, select_slots
-from assembly.visitor import Visitor, build_visitor
 
 log = structlog.get_logger()
 

@@ -1,5 +1,5 @@
-"""One slot, explained in the engine's order (`assembly.rules.decide`): kill switches, consent,
-eligible variants, conflicts, experiment, baseline, then session coherence.
+"""One slot, explained in the engine's order (`assembly.decisions.rules.decide`): kill switches,
+consent, eligible variants, conflicts, experiment, baseline, then session coherence.
 
 The walk calls the engine's own pieces for every verdict (`check`, `in_rollout`, `resolve`,
 `assign`, `coherent`), so the decision it ends with is the one assemble makes; the candidates'
@@ -14,12 +14,20 @@ from typing import Any
 
 import structlog
 
-from assembly.decision import Decision
+from assembly.decisions.outcome import Decision
+from assembly.decisions.rules import (
+    DecisionEnv,
+    Match,
+    check,
+    coherent,
+    confidence,
+    model_scores,
+    resolve,
+)
+from assembly.decisions.visitor import Visitor
 from assembly.experiments.assignment import assign, bucketing_reading, in_rollout
 from assembly.explain.candidates import explain_candidate, rules_pass
 from assembly.explain.steps import Step, step
-from assembly.rules import DecisionEnv, Match, check, coherent, confidence, model_scores, resolve
-from assembly.visitor import Visitor
 from integration.model import Slot, Variant
 
 log = structlog.get_logger()

@@ -11,9 +11,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import ArtifactDoc
 from assembly.learning.features import Encoder, Sparse
-from assembly.visitor import Visitor
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,8 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from assembly.decision_log.record import profile_of
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.schemas import AssembleRequest
-from assembly.visitor import Visitor, build_visitor
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.streams import pages
 from segment_sync.stream.apply import entry

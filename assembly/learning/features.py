@@ -1,6 +1,6 @@
 """The fixed feature vector of a model: what the engine already reads about a visitor.
 
-A feature is one number taken from the visitor as a decision sees it (`assembly.visitor`):
+A feature is one number taken from the visitor as a decision sees it (`assembly.decisions.visitor`):
 
 | kind | path | value |
 | --- | --- | --- |
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from assembly.visitor import Visitor
+from assembly.decisions.visitor import Visitor
 
 FeatureKind = Literal["bool", "number", "category", "audience"]
 Sparse = list[tuple[int, float]]

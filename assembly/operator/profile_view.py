@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from assembly.decision_state import decode_assignments
+from assembly.decisions.state import decode_assignments
 from assembly.ports import Profile, ProfileReader
 from core.redis import Keys
 
@@ -56,7 +56,7 @@ def _membership(key: str, profile: Profile, now: float) -> dict[str, Any]:
 
 
 def decisions_json(row: Mapping[str, str]) -> dict[str, Any]:
-    """The decision-state hash (assembly/decision_state.py) by meaning: arms, caps, sessions."""
+    """The decision-state hash (assembly/decisions/state.py) by meaning: arms, caps, sessions."""
     raw = {k.encode(): v.encode() for k, v in row.items()}
     assignments = [
         {

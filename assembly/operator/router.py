@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from assembly.admin_router import get_decisions
+from assembly.admin.router import get_decisions
 from assembly.exceptions import ContentUnavailable
 from assembly.operator.library_view import library_json
 from assembly.operator.profile_view import visitor_json

@@ -12,11 +12,11 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from assembly.decision import Decision
+from assembly.decisions.outcome import Decision
+from assembly.decisions.sequencing import Placed
+from assembly.decisions.visitor import Visitor
 from assembly.preview.exceptions import PreviewTargetNotFound
 from assembly.schemas import PreviewOptions
-from assembly.sequencing import Placed
-from assembly.visitor import Visitor
 from integration.library import Library
 from integration.model import Arms, Audience, Slot
 

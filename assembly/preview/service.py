@@ -18,17 +18,17 @@ from typing import Any, Literal
 
 import orjson
 
-from assembly.decision import Decision
-from assembly.decision_state import EMPTY_STATE
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.outcome import Decision
+from assembly.decisions.selection import locale_of, select_slots
+from assembly.decisions.sequencing import Placed
+from assembly.decisions.state import EMPTY_STATE
+from assembly.decisions.visitor import build_visitor
 from assembly.exceptions import ContentUnavailable
 from assembly.ports import LibrarySource
 from assembly.preview.drafts import DraftCache
 from assembly.preview.forcing import force_decisions, forced_visitor
 from assembly.schemas import AssembleRequest, PreviewOptions
-from assembly.selection import locale_of, select_slots
-from assembly.sequencing import Placed
-from assembly.visitor import build_visitor
 from integration.library import Library
 from integration.model import Slot, Template
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from assembly.config import DecisionSettings
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
 from assembly.killswitch import SwitchWatcher
 from assembly.ports import LibrarySource
 from assembly.preview.config import PreviewSettings

@@ -19,9 +19,12 @@ from redis.asyncio import Redis
 from rich.console import Console
 from scipy import integrate, stats
 
-from assembly import decision_state, store
+from assembly import store
 from assembly.config import DecisionSettings
-from assembly.decision_state import Assignment, DecisionState
+from assembly.decisions import state as decision_state
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.state import Assignment, DecisionState
+from assembly.decisions.visitor import build_visitor
 from assembly.experiments.allocation import (
     Allocation,
     Allocations,
@@ -40,11 +43,9 @@ from assembly.experiments.bandit_tasks import AllocationWatcher, update_bandits
 from assembly.experiments.results import results_document, results_table
 from assembly.experiments.stats import chance_to_beat
 from assembly.ports import Profile
-from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
 from assembly.store import record_conversion
 from assembly.targeting.bucketing import get_bucket_ranges
-from assembly.visitor import build_visitor
 from core.redis import Keys
 from integration.library import Library, compile_library
 from integration.model import Slot

@@ -24,9 +24,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from rich.console import Console
 
-from assembly import decision_state, store
+from assembly import store
 from assembly.config import DecisionSettings
-from assembly.decision_state import Assignment, DecisionState
+from assembly.decisions import state as decision_state
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.state import Assignment, DecisionState
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.experiments.allocation import Allocations, AllocationStore
 from assembly.experiments.bandit_results import BanditRecord
 from assembly.experiments.bandit_tasks import AllocationWatcher
@@ -50,9 +53,7 @@ from assembly.explain.slots import explain_slot
 from assembly.learning.data import Exposure
 from assembly.learning.features import Encoder, FeatureSpec
 from assembly.ports import Profile
-from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.visitor import Visitor, build_visitor
 from core.redis import Keys
 from integration.library import Library, compile_library
 from integration.normalize import normalize_items

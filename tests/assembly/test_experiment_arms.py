@@ -17,17 +17,17 @@ from redis.asyncio import Redis
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from assembly import decision_state as state
 from assembly import store
 from assembly.config import DecisionSettings
-from assembly.decision_state import DecisionState, Exposure, VisitorWrite
+from assembly.decisions import state as state
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.state import DecisionState, Exposure, VisitorWrite
+from assembly.decisions.visitor import build_visitor
 from assembly.experiments.assignment import experiment_meta
 from assembly.experiments.results import results_document, results_table
 from assembly.experiments.stats import two_sided_p
 from assembly.ports import Profile
-from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.visitor import build_visitor
 from core.redis import Keys
 from integration.library import Library, compile_library
 from integration.model import Slot

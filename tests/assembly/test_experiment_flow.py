@@ -13,7 +13,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from assembly import admin
+from assembly.admin import service as admin
 from assembly.store import record_conversion
 from assembly.targeting.bucketing import gb_hash
 from tests.assembly.arms import WEIGHTS, arm_item, experiment_item, growthbook, slot_item

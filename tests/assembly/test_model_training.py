@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import decode
 from assembly.learning.compiled import CompiledModel, VisitorScores
 from assembly.learning.store import ModelStore
-from assembly.visitor import Visitor
 from core.redis import Keys
 from segment_sync.stream.pipeline import TRACKING, enqueue
 from tests.support.redis_server import RedisServer

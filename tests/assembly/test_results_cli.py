@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from assembly import admin
+from assembly.admin import service as admin
 from assembly.store import record_conversion
 from tests.assembly.support import assemble, decision_app, runtime, settle
 from tests.support.redis_server import RedisServer

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 from assembly.config import DecisionSettings
-from assembly.decision_state import Assignment, DecisionState, Periods, session_tag
-from assembly.engine import DecisionEngine
+from assembly.decisions.engine import DecisionEngine
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.scoring import Scorer
+from assembly.decisions.state import Assignment, DecisionState, Periods, session_tag
+from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.experiments.assignment import conversion_updates, in_rollout
 from assembly.killswitch import FixedBoard, KillSwitch, SwitchBoard
 from assembly.ports import Profile
-from assembly.rules import DecisionEnv, decide
 from assembly.schemas import AssembleRequest
-from assembly.scoring import Scorer
 from assembly.targeting.compiler import compile_condition
-from assembly.visitor import Visitor, build_visitor
 from integration.library import Library
 from integration.model import Audience, Experiment, FrequencyCap, Slot, Template, Variant
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from assembly import admin
+from assembly.admin import service as admin
 from assembly.schemas import SwitchChange
 from assembly.wiring import AssemblyServices, DecisionRuntime
 from core.admin import require_admin

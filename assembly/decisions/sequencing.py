@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from assembly.decision import Decision
-from assembly.scoring import signal_times, timestamp
-from assembly.visitor import Visitor
+from assembly.decisions.outcome import Decision
+from assembly.decisions.scoring import signal_times, timestamp
+from assembly.decisions.visitor import Visitor
 from integration.model import Slot
 
 Placed = tuple[Slot, Decision]

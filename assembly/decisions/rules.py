@@ -8,8 +8,8 @@
    true, under the frequency cap, inside the rollout share;
 5. among the eligible of the highest priority: the ranking model's top variant when the slot
    asks for model choice (`modelThreshold`) and the model is confident enough (`model_choice`),
-   else the best score (`assembly.scoring`, the model score one of its terms), then the most
-   recently published;
+   else the best score (`assembly.decisions.scoring`, the model score one of its terms), then
+   the most recently published;
 6. an experiment arm that wins leads to the experiment's bucketing (sticky);
 7. otherwise the baseline, with the reason a candidate was passed over when there is one.
 """
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from assembly.decision import Decision, TestEntry
-from assembly.decision_state import EMPTY_STATE, DecisionState, Periods, count_field
+from assembly.decisions.outcome import Decision, TestEntry
+from assembly.decisions.scoring import Scorer
+from assembly.decisions.state import EMPTY_STATE, DecisionState, Periods, count_field
+from assembly.decisions.visitor import Visitor
 from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations
 from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
 from assembly.learning.compiled import VisitorScores
-from assembly.scoring import Scorer
-from assembly.visitor import Visitor
 from integration.model import Audience, FrequencyCap, Slot, Variant
 
 Match = tuple[str, Audience | None]  # why the variant applies, and the audience that matched

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from assembly.decision import Decision, TestEntry
-from assembly.decision_state import DecisionState, Periods, VisitorWrite, count_field
-from assembly.visitor import Visitor
+from assembly.decisions.outcome import Decision, TestEntry
+from assembly.decisions.state import DecisionState, Periods, VisitorWrite, count_field
+from assembly.decisions.visitor import Visitor
 from integration.model import Slot
 
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from assembly.decisions.visitor import Visitor
 from assembly.targeting.compiler import NO_FACTS, ConditionFacts
-from assembly.visitor import Visitor
 from integration.model import Audience, Condition, Variant
 
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from assembly.config import DecisionSettings
-from assembly.decision_state import DecisionState, Periods, VisitorWrite
+from assembly.decisions.rules import DecisionEnv, decide
+from assembly.decisions.scoring import Scorer
+from assembly.decisions.sequencing import Placed, cap_personalized, rerank
+from assembly.decisions.state import DecisionState, Periods, VisitorWrite
+from assembly.decisions.visitor import Visitor
+from assembly.decisions.writes import build_write
 from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations, AllocationSource
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
 from assembly.learning.compiled import VisitorScores
 from assembly.learning.holder import ModelHolder
-from assembly.page_writes import build_write
-from assembly.rules import DecisionEnv, decide
-from assembly.scoring import Scorer
-from assembly.sequencing import Placed, cap_personalized, rerank
-from assembly.visitor import Visitor
 from integration.library import Library
 from integration.model import Slot, Template
 

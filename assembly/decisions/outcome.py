@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from assembly.decision_state import Assignment, Exposure
+from assembly.decisions.state import Assignment, Exposure
 from assembly.schemas import Source
 from integration.model import Variant
 
