@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from tests.fakes.contentful import FakeContentful, Response, _Cursor, build_entry
+from tests.fakes.contentful import FakeContentful, _Cursor, build_entry
+from tests.fakes.loopback import Response
 from webhooks.verification import sign_contentful
 
 SPACE = "scalebench"

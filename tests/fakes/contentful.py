@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake, Response
 
 Item = dict[str, Any]
 EntityKind = Literal["Entry", "Asset"]
@@ -118,13 +118,6 @@ def error_body(status: int, message: str | None = None, error_id: str | None = N
         body["details"] = copy.deepcopy(_RECORDED_DETAILS[status])
     body["requestId"] = request_id
     return body
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

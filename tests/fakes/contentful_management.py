@@ -37,8 +37,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.contentful import Response, error_body
-from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
+from tests.fakes.contentful import error_body
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake, Response
 
 Item = dict[str, Any]
 

@@ -21,13 +21,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes.contentful import (
-    CONTENT_TYPE,
-    DEFAULT_LOCALES,
-    Response,
-    error_body,
-)
-from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
+from tests.fakes.contentful import CONTENT_TYPE, DEFAULT_LOCALES, error_body
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake, Response
 
 Item = dict[str, Any]
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A fake's answer to one request, which `JsonHandler` writes as JSON."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class FakeServer(ThreadingHTTPServer):

@@ -20,12 +20,12 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake
+from tests.fakes.loopback import FakeServer, JsonHandler, LoopbackFake, Response
 
 Body = dict[str, Any]
 
@@ -47,13 +47,6 @@ def error_body(status: int) -> Body:
         return {"error": dict(NOT_FOUND["error"])}
     code, message = _MESSAGES.get(status, ("server_error", "Something went wrong."))
     return {"error": {"code": code, "message": message}}
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
