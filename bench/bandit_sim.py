@@ -30,35 +30,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import httpx
-import orjson
 from redis.asyncio import Redis
 
 from assembly.experiments.allocation import AllocationStore
-from bench.assemble import HOST, RESULTS, clean_env, git_revision, redis_server, spawned, wait_ready
+from bench.assemble import git_revision
+from bench.sim_service import (
+    ADMIN_TOKEN,
+    WRITE_KEY,
+    content_items,
+    serve_and_run,
+    until_live,
+    write_results,
+)
 from core.redis import Keys
 from integration.normalize import Changes, normalize_items
 from integration.store import ContentStore, writes_of
-from tests.assembly.arms import arm_item, experiment_item, slot_item
-from tests.support.redis_server import free_port
 
 KEYS = Keys("mb")
-WRITE_KEY = "bench-write-key"
-ADMIN_TOKEN = "bench-admin-token"
 SLOT = "home.cta"
 GOAL = "Order Completed"
 RATES = {"control": 0.05, "cta-b": 0.025, "cta-c": 0.09}
 BEST = max(RATES, key=lambda k: RATES[k])
+ARMS = ("cta-b", "cta-c")  # beside control
 CONCURRENCY = 8
 
 
@@ -108,44 +109,9 @@ class RunResult:
         return self.shown_last_fifth.get(BEST, 0) / max(sum(self.shown_last_fifth.values()), 1)
 
 
-def content_items(key: str, mode: str, revision: int) -> list[dict[str, Any]]:
-    """The demo experiment as `key` in `mode`, three arms with equal weights, on home.cta."""
-    experiment = experiment_item(coverage=1.0, revision=revision, key=key, seed=key, mode=mode)
-    experiment["fields"].pop("controlWeight", None)
-    return [
-        experiment,
-        slot_item("cta-b", "cta-c", revision=revision),
-        arm_item("cta-b", None, revision=revision),
-        arm_item("cta-c", None, revision=revision),
-    ]
-
-
 async def publish(redis: Redis, items: list[dict[str, Any]]) -> None:
     changes = normalize_items(items)
     await ContentStore(redis, KEYS).write(writes_of(Changes(changes.upserts, [])))
-
-
-@contextmanager
-def service(redis_url: str, work: Path) -> Iterator[str]:
-    port = free_port()
-    log = work / f"service-{port}.log"
-    env = clean_env(
-        REDIS_URL=redis_url,
-        SEGMENT_WRITE_KEYS=WRITE_KEY,
-        BRIDGE_ADMIN_TOKEN=ADMIN_TOKEN,
-        BRIDGE_LOG_LEVEL="warning",
-        DECISIONS_BANDIT_UPDATE_SECONDS="0.5",
-        DECISIONS_BANDIT_POLL_SECONDS="0.1",
-        DECISIONS_BANDIT_MIN_EXPLORATION="0.05",
-        # Correctness, not latency: a shared machine must not turn page views degraded
-        # (a degraded answer reads and writes no decision state, so nothing is counted).
-        DECISIONS_READ_BUDGET_SECONDS="1",
-        DECISIONS_BREAKER_FAILURES="1000",
-    )
-    command = [sys.executable, "cli.py", "serve", "--host", HOST, "--port", str(port)]
-    with spawned(command, env, log):
-        wait_ready(f"http://{HOST}:{port}/readyz", log)
-        yield f"http://{HOST}:{port}"
 
 
 class Simulation:
@@ -156,8 +122,14 @@ class Simulation:
         self.rng = random.Random(options.seed)
         self.gate = asyncio.Semaphore(CONCURRENCY)
 
-    async def shown(self, visitor: str, experiment: str) -> str:
-        body = {"template": "home", "user": {"id": visitor}, "sessionId": f"s-{visitor}"}
+    async def shown(
+        self, visitor: str, experiment: str, context: dict[str, Any] | None = None
+    ) -> str:
+        """The arm `visitor` is shown on home.cta; `context` goes in the request."""
+        body: dict[str, Any] = {"template": "home", "user": {"id": visitor}}
+        body["sessionId"] = f"s-{visitor}"
+        if context is not None:
+            body["context"] = context
         async with self.gate:
             response = await self.client.post("/v1/assemble", json=body)
         response.raise_for_status()
@@ -261,23 +233,12 @@ async def simulate(base: str, redis_url: str, options: Options) -> list[RunResul
             for revision, (key, mode) in enumerate(
                 (("sim-uniform", "ab"), ("sim-bandit", "bandit")), start=10
             ):
-                await publish(redis, content_items(key, mode, revision))
-                await _until_live(simulation, key)
+                await publish(redis, content_items(key, mode, revision, ARMS))
+                await until_live(partial(simulation.shown, experiment=key), key)
                 runs.append(await simulation.run(key, mode))
             return runs
     finally:
         await redis.aclose()
-
-
-async def _until_live(simulation: Simulation, key: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            await simulation.shown(f"probe-{key}", key)
-            return
-        except RuntimeError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the service never served experiment {key}")
 
 
 def report(runs: list[RunResult], options: Options) -> dict[str, Any]:
@@ -327,22 +288,10 @@ def print_report(doc: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        redis_server() as server,
-        service(server.url, Path(tmp)) as base,
-    ):
-        try:
-            runs = asyncio.run(simulate(base, server.url, options))
-        except RuntimeError:
-            for log in Path(tmp).glob("service-*.log"):
-                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
+    runs = serve_and_run(lambda base, redis_url: simulate(base, redis_url, options))
     doc = report(runs, options)
     print_report(doc)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"bandit-{stamp}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    write_results(doc, "bandit")
 
 
 if __name__ == "__main__":

@@ -36,26 +36,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import httpx
-import orjson
 from redis.asyncio import Redis
 
 from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.contextual_params import decode_params
-from bench.assemble import HOST, RESULTS, clean_env, git_revision, redis_server, spawned, wait_ready
-from bench.bandit_sim import ADMIN_TOKEN, KEYS, SLOT, WRITE_KEY, Options, Simulation, publish
-from tests.assembly.arms import arm_item, experiment_item, slot_item
-from tests.support.redis_server import free_port
+from bench.assemble import git_revision
+from bench.bandit_sim import KEYS, Options, Simulation, publish
+from bench.sim_service import ADMIN_TOKEN, content_items, serve_and_run, until_live, write_results
 
 ARMS = ("control", "cta-b", "cta-c", "cta-d")
 SEGMENTS = {  # segment -> (audience, share, true rate per arm)
@@ -134,42 +129,6 @@ class ContextRun:
             seg.best_last_fifth += label == best_arm(segment)
 
 
-def content_items(key: str, mode: str, revision: int) -> list[dict[str, Any]]:
-    experiment = experiment_item(coverage=1.0, revision=revision, key=key, seed=key, mode=mode)
-    experiment["fields"].pop("controlWeight", None)
-    arms = ARMS[1:]
-    return [
-        experiment,
-        slot_item(*arms, revision=revision),
-        *(arm_item(a, None, revision=revision) for a in arms),
-    ]
-
-
-@contextmanager
-def service(redis_url: str, work: Path) -> Iterator[str]:
-    port = free_port()
-    log = work / f"service-{port}.log"
-    env = clean_env(
-        REDIS_URL=redis_url,
-        SEGMENT_WRITE_KEYS=WRITE_KEY,
-        BRIDGE_ADMIN_TOKEN=ADMIN_TOKEN,
-        BRIDGE_LOG_LEVEL="warning",
-        DECISIONS_BANDIT_UPDATE_SECONDS="0.5",
-        DECISIONS_BANDIT_POLL_SECONDS="0.1",
-        DECISIONS_BANDIT_MIN_EXPLORATION="0.05",
-        DECISIONS_CONTEXTUAL_MIN_EXPOSURES="100",
-        DECISIONS_CONTEXTUAL_MAX_DECISIONS="200000",
-        DECISIONS_CONTEXTUAL_TIME_BUDGET_SECONDS="60",
-        DECISIONS_LOG_MAX_LEN="200000",
-        DECISIONS_READ_BUDGET_SECONDS="1",
-        DECISIONS_BREAKER_FAILURES="1000",
-    )
-    command = [sys.executable, "cli.py", "serve", "--host", HOST, "--port", str(port)]
-    with spawned(command, env, log):
-        wait_ready(f"http://{HOST}:{port}/readyz", log)
-        yield f"http://{HOST}:{port}"
-
-
 class ContextualSimulation(Simulation):
     def segment(self) -> str:
         draw, start = self.rng.random(), 0.0
@@ -181,20 +140,7 @@ class ContextualSimulation(Simulation):
 
     async def show(self, visitor: str, experiment: str, segment: str) -> str:
         audience = SEGMENTS[segment][0]
-        body = {
-            "template": "home",
-            "user": {"id": visitor},
-            "sessionId": f"s-{visitor}",
-            "context": {"audiences": [audience] if audience else []},
-        }
-        async with self.gate:
-            response = await self.client.post("/v1/assemble", json=body)
-        response.raise_for_status()
-        slot = next(s for s in response.json()["slots"] if s["slot"] == SLOT)
-        if slot.get("experiment", {}).get("key") != experiment:
-            raise RuntimeError(f"{visitor} was not bucketed in {experiment}: {slot['reason']}")
-        label: str = slot["experiment"]["variant"]
-        return label
+        return await self.shown(visitor, experiment, {"audiences": [audience] if audience else []})
 
     async def run_mode(self, experiment: str, mode: str) -> ContextRun:
         result = ContextRun(mode, experiment)
@@ -276,24 +222,13 @@ async def simulate(base: str, redis_url: str, options: Options) -> list[ContextR
             runs = []
             for revision, mode in enumerate(MODES, start=10):
                 key = f"ctx-{mode}"
-                await publish(redis, content_items(key, mode, revision))
-                await _until_live(simulation, key)
+                await publish(redis, content_items(key, mode, revision, ARMS[1:]))
+                await until_live(partial(simulation.show, experiment=key, segment="other"), key)
                 simulation.rng.seed(options.seed)  # the same population for every mode
                 runs.append(await simulation.run_mode(key, mode))
             return runs
     finally:
         await redis.aclose()
-
-
-async def _until_live(simulation: ContextualSimulation, key: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            await simulation.show(f"probe-{key}", key, "other")
-            return
-        except RuntimeError:
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the service never served experiment {key}")
 
 
 def report(runs: list[ContextRun], options: Options) -> dict[str, Any]:
@@ -355,24 +290,16 @@ def print_report(doc: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        redis_server() as server,
-        service(server.url, Path(tmp)) as base,
-    ):
-        try:
-            runs = asyncio.run(simulate(base, server.url, options))
-        except RuntimeError:
-            for log in Path(tmp).glob("service-*.log"):
-                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
-            raise
+    runs = serve_and_run(
+        lambda base, redis_url: simulate(base, redis_url, options),
+        DECISIONS_CONTEXTUAL_MIN_EXPOSURES="100",
+        DECISIONS_CONTEXTUAL_MAX_DECISIONS="200000",
+        DECISIONS_CONTEXTUAL_TIME_BUDGET_SECONDS="60",
+        DECISIONS_LOG_MAX_LEN="200000",
+    )
     doc = report(runs, options)
     print_report(doc)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"contextual-{stamp}.json").write_bytes(
-        orjson.dumps(doc, option=orjson.OPT_INDENT_2)
-    )
+    write_results(doc, "contextual")
 
 
 if __name__ == "__main__":
