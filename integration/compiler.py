@@ -280,7 +280,8 @@ def slot_arms(
         for problem in _arm_problems(group):
             experiment = group.experiment
             issues.append(LibraryIssue(experiment.id, EXPERIMENT, f"{problem} in slot {slot_key}"))
-            log.warning(
+            # a fresh logger: the logging config of the moment (a library is compiled rarely)
+            structlog.get_logger().warning(
                 "library.experiment_invalid",
                 experiment=experiment.key,
                 slot=slot_key,

@@ -215,7 +215,9 @@ class _Compiler:
                 continue
             problem = experiment.mode_problem
             self.issues.append(LibraryIssue(experiment.id, EXPERIMENT, problem))
-            log.warning("library.experiment_invalid", experiment=experiment.key, problem=problem)
+            structlog.get_logger().warning(  # the logging config of the moment
+                "library.experiment_invalid", experiment=experiment.key, problem=problem
+            )
 
     def _variant(
         self, r: FieldReader, audiences: dict[str, Audience], experiments: dict[str, Experiment]
