@@ -341,7 +341,8 @@ def wait_ready(url: str, log: Path, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} not ready after {timeout:.0f} s; server output:\n{tail}")
 
 
-async def _write_profile(redis_url: str) -> None:
+async def write_profile(redis_url: str) -> None:
+    """The bench visitor's stored profile: the audience and signals that earn `EXPECTED_HERO`."""
     redis = Redis.from_url(redis_url)
     try:
         store = RedisProfileStore(redis, Keys("mb"))
@@ -490,7 +491,7 @@ def run_http(options: Options) -> list[WrkResult]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `make bench`, which installs it")
     with redis_server() as server, tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
-        asyncio.run(_write_profile(server.url))
+        asyncio.run(write_profile(server.url))
         print(f"redis-server on {HOST}:{server.port}; profile of {BENCH_USER!r} written")
         return [bench_service(server.url, Path(tmp), options), bench_hello(Path(tmp), options)]
 

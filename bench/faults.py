@@ -52,13 +52,9 @@ from typing import Any
 
 import httpx
 import orjson
-from redis.asyncio import Redis
 
 from bench.assemble import (
     ASSEMBLE_BODY,
-    BENCH_AUDIENCES,
-    BENCH_SIGNALS,
-    BENCH_USER,
     EXPECTED_HERO,
     HOST,
     RESULTS,
@@ -69,9 +65,8 @@ from bench.assemble import (
     spawned,
     stop_redis,
     wait_ready,
+    write_profile,
 )
-from core.redis import Keys
-from segment_sync.profiles.store import RedisProfileStore
 from tests.support.redis_server import RedisServer, free_port
 
 WARMUP = "warm-up"
@@ -174,15 +169,6 @@ def faulty_redis() -> Iterator[FaultyRedis]:
         yield redis
     finally:
         redis.close()
-
-
-async def write_profile(redis_url: str) -> None:
-    redis = Redis.from_url(redis_url)
-    try:
-        store = RedisProfileStore(redis, Keys("mb"))
-        await store.write(user_id=BENCH_USER, audiences=BENCH_AUDIENCES, signals=BENCH_SIGNALS)
-    finally:
-        await redis.aclose()
 
 
 # ---------------------------------------------------------------- phases and load
