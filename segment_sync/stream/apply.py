@@ -29,7 +29,7 @@ import os
 import random
 import time
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -384,22 +384,30 @@ class BatchApplier:
 def visitors(entries: Sequence[Entry]) -> list[list[Entry]]:
     """The entries grouped by visitor: entries naming a common id are one group, in stream
     order (links stored in profiles are resolved inside each group's transaction)."""
-    parent: dict[str, str] = {}
+    named = [message_ids(e.message) or [f"~{e.id}"] for e in entries]
+    links = _Links(named)
+    groups: dict[str, list[Entry]] = {}
+    for e, names in zip(entries, named, strict=True):
+        groups.setdefault(links.root(names[0]), []).append(e)
+    return list(groups.values())
 
-    def root(v: str) -> str:
+
+class _Links:
+    """Union-find over visitor ids: the ids one entry names together are one visitor."""
+
+    def __init__(self, named: Iterable[Sequence[str]]) -> None:
+        self.parent: dict[str, str] = {}
+        for names in named:
+            for other in names[1:]:
+                self.parent[self.root(other)] = self.root(names[0])
+
+    def root(self, v: str) -> str:
+        """The representative of `v`'s set (`v` joins as its own set when unseen)."""
+        parent = self.parent
         while parent.setdefault(v, v) != v:
             parent[v] = parent[parent[v]]
             v = parent[v]
         return v
-
-    named = [message_ids(e.message) or [f"~{e.id}"] for e in entries]
-    for names in named:
-        for other in names[1:]:
-            parent[root(other)] = root(names[0])
-    groups: dict[str, list[Entry]] = {}
-    for e, names in zip(entries, named, strict=True):
-        groups.setdefault(root(names[0]), []).append(e)
-    return list(groups.values())
 
 
 def _erased(e: Entry, names: Sequence[str], tombstones: Mapping[str, int]) -> bool:
@@ -413,22 +421,13 @@ def _erased(e: Entry, names: Sequence[str], tombstones: Mapping[str, int]) -> bo
 def _split(group: list[Entry], conflict: _Conflict) -> tuple[list[Entry], list[Entry]]:
     """Entries no changed profile touches (through an id, its profile, or another entry of the
     batch linking them), and the rest; both in stream order."""
-    parent: dict[str, str] = {}
-
-    def root(v: str) -> str:
-        while parent.setdefault(v, v) != v:
-            parent[v] = parent[parent[v]]
-            v = parent[v]
-        return v
-
     named = [
         [*ids, *(conflict.resolution.get(v, v) for v in ids)]
         for ids in (message_ids(e.message) for e in group)
     ]
-    for names in named:
-        for other in names[1:]:
-            parent[root(other)] = root(names[0])
-    contested = {root(v) for v in conflict.changed if v in parent}
+    links = _Links(named)
+    root = links.root
+    contested = {root(v) for v in conflict.changed if v in links.parent}
     clean = [e for e, names in zip(group, named, strict=True) if root(names[0]) not in contested]
     rest = [e for e, names in zip(group, named, strict=True) if root(names[0]) in contested]
     return clean, rest
