@@ -28,7 +28,7 @@ from core.redis import Keys
 from segment_sync.config import SegmentSettings
 from segment_sync.profiles.store import RedisProfileStore
 from segment_sync.stream.pipeline import streams
-from tests.support.app import make_settings, running_app
+from tests.support.app import assemble, by_slot, make_settings, running_app
 from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -86,18 +86,6 @@ async def bridge(store: Store, **segment: Any) -> AsyncIterator[tuple[FastAPI, h
         yield running
 
 
-async def assemble(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    body.setdefault("template", "home")
-    response = await client.post("/v1/assemble", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def slots(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["slot"]: s for s in answer["slots"]}
-
-
 def ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
@@ -129,7 +117,7 @@ async def track(client: httpx.AsyncClient, batch: list[dict[str, Any]]) -> None:
 
 
 def reco(answer: dict[str, Any]) -> Any:
-    return slots(answer)["home.recommendation"]["variant"]
+    return by_slot(answer)["home.recommendation"]["variant"]
 
 
 async def test_keys_written_together_share_one_slot_on_a_cluster(store: Store) -> None:
@@ -156,7 +144,7 @@ async def test_tracking_reaches_the_profile_and_the_next_assemble(store: Store) 
             lambda: assemble(client, user={"anonymousId": "a-dwell"}),
             lambda a: reco(a) == "reco-accessories",
         )
-        assert slots(answer)["home.recommendation"]["source"] == "variant"
+        assert by_slot(answer)["home.recommendation"]["source"] == "variant"
         assert answer["degraded"] is False
 
 
@@ -183,7 +171,7 @@ async def test_a_webhook_publish_is_visible_at_once(store: Store) -> None:
         response = await deliver(client, cma_entry("hero-cart", revision=3, headline="Fresh"))
         assert response.status_code == 200, response.text
         answer = await assemble(client, context={"audiences": ["cart_abandoners"]})
-        assert slots(answer)["home.hero"]["entry"]["fields"]["headline"] == "Fresh"
+        assert by_slot(answer)["home.hero"]["entry"]["fields"]["headline"] == "Fresh"
         raw = await store.client.hget(store.keys.entities, "Entry:hero-cart")
         stored = orjson.loads(raw or b"")
         assert stored["revision"] == 3
@@ -194,15 +182,16 @@ async def test_a_webhook_publish_is_visible_at_once(store: Store) -> None:
 async def test_a_kill_switch_serves_the_baseline_and_is_audited(store: Store) -> None:
     async with bridge(store) as (_, client):
         cart = {"context": {"audiences": ["cart_abandoners"]}}
-        assert slots(await assemble(client, **cart))["home.hero"]["source"] == "variant"
+        assert by_slot(await assemble(client, **cart))["home.hero"]["source"] == "variant"
         response = await client.post(
             "/admin/kill-switches/slot/home.hero", json={"reason": "wrong price"}, headers=ADMIN
         )
         assert response.status_code == 200, response.text
         hero = await eventually(
-            lambda: assemble(client, **cart), lambda a: slots(a)["home.hero"]["source"] != "variant"
+            lambda: assemble(client, **cart),
+            lambda a: by_slot(a)["home.hero"]["source"] != "variant",
         )
-        assert slots(hero)["home.hero"]["source"] == "baseline"
+        assert by_slot(hero)["home.hero"]["source"] == "baseline"
         assert await store.client.xlen(store.keys.kill_switch_audit) == 1
 
 

@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 
 from core.redis import Keys
+from tests.support.app import assemble
 from tests.support.redis_cluster import RedisCluster
 from tests.support.waiting import eventually
-from tests.test_cluster import BASIC, PREFIX, Store, assemble, bridge
+from tests.test_cluster import BASIC, PREFIX, Store, bridge
 
 
 @dataclass

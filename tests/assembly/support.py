@@ -15,7 +15,8 @@ from pydantic import SecretStr
 
 from assembly.config import DecisionSettings
 from assembly.wiring import DecisionRuntime
-from tests.support.app import make_settings, running_app
+from tests.support.app import assemble as assemble_answer
+from tests.support.app import by_slot, make_settings, running_app
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ADMIN_TOKEN = "test-admin-token"
@@ -57,7 +58,4 @@ async def settle(app: FastAPI, seconds: float = 5.0) -> None:
 
 async def assemble(client: httpx.AsyncClient, **body: Any) -> dict[str, dict[str, Any]]:
     """The answer's slots by key (status 200 checked)."""
-    body.setdefault("template", "home")
-    response = await client.post("/v1/assemble", json=body)
-    assert response.status_code == 200, response.text
-    return {s["slot"]: s for s in response.json()["slots"]}
+    return by_slot(await assemble_answer(client, **body))

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from segment_sync.profiles.store import RedisProfileStore
-from tests.support.app import make_settings, running_app
+from tests.support.app import assemble, by_slot, make_settings, running_app
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
 
@@ -25,18 +25,6 @@ async def bridge(redis: Redis, redis_server: RedisServer) -> AsyncIterator[Clien
     async with running_app(make_settings(redis_server.url)) as (app, client):
         app.state.services.assembly.service.clock = lambda: NOW
         yield app, client
-
-
-async def assemble(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    body.setdefault("template", "home")
-    response = await client.post("/v1/assemble", json=body)
-    assert response.status_code == 200, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
-
-
-def by_slot(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["slot"]: s for s in answer["slots"]}
 
 
 async def test_two_visitors_get_different_content(bridge: Client) -> None:

@@ -54,3 +54,17 @@ async def running_app(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
             yield app, client
+
+
+async def assemble(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    """`POST /v1/assemble` (template `home` unless `body` names one); the answer, 200 checked."""
+    body.setdefault("template", "home")
+    response = await client.post("/v1/assemble", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def by_slot(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An assemble answer's slots by their key."""
+    return {s["slot"]: s for s in answer["slots"]}
