@@ -27,7 +27,6 @@ SRM p-value). The oracle shows the best arm to everyone. Results are printed and
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import time
@@ -45,7 +44,9 @@ from bench.assemble import git_revision
 from bench.sim_service import (
     ADMIN_TOKEN,
     WRITE_KEY,
+    Options,
     content_items,
+    parse_options,
     serve_and_run,
     until_live,
     write_results,
@@ -61,22 +62,6 @@ RATES = {"control": 0.05, "cta-b": 0.025, "cta-c": 0.09}
 BEST = max(RATES, key=lambda k: RATES[k])
 ARMS = ("cta-b", "cta-c")  # beside control
 CONCURRENCY = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    visitors: int
-    wave: int
-    seed: int
-
-
-def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.bandit_sim", description=__doc__)
-    parser.add_argument("--visitors", type=int, default=10_000, help="visitors per run (10000)")
-    parser.add_argument("--wave", type=int, default=250, help="visitors per update period")
-    parser.add_argument("--seed", type=int, default=13, help="the population's random seed")
-    args = parser.parse_args(argv)
-    return Options(args.visitors, args.wave, args.seed)
 
 
 @dataclass(slots=True)
@@ -287,7 +272,9 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_options(argv)
+    options = parse_options(
+        argv, module="bench.bandit_sim", doc=__doc__, defaults=Options(10_000, 250, 13)
+    )
     runs = serve_and_run(lambda base, redis_url: simulate(base, redis_url, options))
     doc = report(runs, options)
     print_report(doc)

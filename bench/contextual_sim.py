@@ -34,7 +34,6 @@ written to `bench/results/contextual-<UTC timestamp>.json`; nothing is asserted.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections.abc import Sequence
@@ -49,8 +48,16 @@ from redis.asyncio import Redis
 from assembly.experiments.allocation import AllocationStore
 from assembly.experiments.contextual_params import decode_params
 from bench.assemble import git_revision
-from bench.bandit_sim import KEYS, Options, Simulation, publish
-from bench.sim_service import ADMIN_TOKEN, content_items, serve_and_run, until_live, write_results
+from bench.bandit_sim import KEYS, Simulation, publish
+from bench.sim_service import (
+    ADMIN_TOKEN,
+    Options,
+    content_items,
+    parse_options,
+    serve_and_run,
+    until_live,
+    write_results,
+)
 
 ARMS = ("control", "cta-b", "cta-c", "cta-d")
 SEGMENTS = {  # segment -> (audience, share, true rate per arm)
@@ -76,15 +83,6 @@ def best_arm(segment: str) -> str:
 
 ORACLE = sum(share * best_rate(s) for s, (_, share, _) in SEGMENTS.items())
 SINGLE_BEST = max(sum(share * rates[a] for _, share, rates in SEGMENTS.values()) for a in ARMS)
-
-
-def parse_options(argv: Sequence[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m bench.contextual_sim", description=__doc__)
-    parser.add_argument("--visitors", type=int, default=8_000, help="visitors per run (8000)")
-    parser.add_argument("--wave", type=int, default=400, help="visitors per update period")
-    parser.add_argument("--seed", type=int, default=17, help="the population's random seed")
-    args = parser.parse_args(argv)
-    return Options(args.visitors, args.wave, args.seed)
 
 
 @dataclass(slots=True)
@@ -289,7 +287,9 @@ def print_report(doc: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parse_options(argv)
+    options = parse_options(
+        argv, module="bench.contextual_sim", doc=__doc__, defaults=Options(8_000, 400, 17)
+    )
     runs = serve_and_run(
         lambda base, redis_url: simulate(base, redis_url, options),
         DECISIONS_CONTEXTUAL_MIN_EXPOSURES="100",

@@ -9,12 +9,14 @@ service's log on stderr when a run fails; the result document under `bench/resul
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +31,29 @@ WRITE_KEY = "bench-write-key"
 ADMIN_TOKEN = "bench-admin-token"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    visitors: int
+    wave: int
+    seed: int
+
+
+def parse_options(
+    argv: Sequence[str] | None, *, module: str, doc: str | None, defaults: Options
+) -> Options:
+    """`--visitors`, `--wave` and `--seed` for the simulation `module`."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc)
+    parser.add_argument(
+        "--visitors", type=int, default=defaults.visitors, help="visitors per run (%(default)s)"
+    )
+    parser.add_argument(
+        "--wave", type=int, default=defaults.wave, help="visitors per update period"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="the population's seed")
+    args = parser.parse_args(argv)
+    return Options(args.visitors, args.wave, args.seed)
 
 
 def content_items(key: str, mode: str, revision: int, arms: Sequence[str]) -> list[dict[str, Any]]:
