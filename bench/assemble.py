@@ -59,6 +59,7 @@ from assembly.fallback import FallbackLibrary
 from assembly.ports import Profile, ProfileOnly
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
+from bench.report import save_result
 from core.logging import configure_logging
 from core.redis import Keys
 from integration.demo import DemoSource
@@ -586,9 +587,7 @@ def write_results(
         "http": [{**asdict(r), "errors": r.errors, "valid": r.valid} for r in results],
         "inProcess": asdict(in_process),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"assemble-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("assemble", stamp, document)
     return path
 
 

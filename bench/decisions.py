@@ -53,6 +53,7 @@ from bench.assemble import clean_env, demo_library, http, redis_server, spawned,
 from bench.contextual_cost import ContextualCostResult, run_contextual_cost
 from bench.contextual_cost import report as contextual_report
 from bench.model_cost import ModelCostResult, report, run_model_cost
+from bench.report import save_result
 from core.logging import configure_logging
 from integration.model import Audience, Slot, Variant
 from tests.support.redis_server import free_port
@@ -449,9 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "modelScoring": asdict(model),
         "contextualBandit": asdict(contextual),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"decisions-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("decisions", stamp, document)
     print(f"\nresults: {path.relative_to(ROOT)}")
     return 0 if slots.agreement == 1.0 else 1
 

@@ -67,6 +67,7 @@ from bench.assemble import (
     wait_ready,
     write_profile,
 )
+from bench.report import save_result
 from tests.support.redis_server import RedisServer, free_port
 
 WARMUP = "warm-up"
@@ -660,9 +661,7 @@ def write_results(result: Run, stamp: str) -> Path:
         "slowest": result.slowest,
         "timeline": result.timeline,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"faults-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("faults", stamp, document)
     return path
 
 

@@ -47,7 +47,6 @@ from redis.asyncio import Redis
 
 from bench.assemble import (
     HOST,
-    RESULTS,
     ROOT,
     WrkResult,
     clean_env,
@@ -61,6 +60,7 @@ from bench.assemble import (
 from bench.assemble import (
     Options as WrkOptions,
 )
+from bench.report import save_result
 from core.redis import Keys
 from tests.support.redis_server import free_port
 
@@ -464,9 +464,7 @@ def write_results(
         ],
         "latency": asdict(latency) if latency else None,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"ingest-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("ingest", stamp, document)
     return path
 
 

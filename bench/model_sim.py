@@ -56,6 +56,7 @@ from redis.asyncio import Redis
 from sklearn.metrics import roc_auc_score
 
 from bench.assemble import clean_env, redis_server, spawned, wait_ready
+from bench.report import save_result
 from core.redis import Keys
 from integration.normalize import Changes, normalize_items
 from integration.store import ContentStore, writes_of
@@ -484,9 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "result": asdict(result),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"model-sim-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("model-sim", stamp, document)
     print(f"\nresults: {path.relative_to(ROOT)}")
     return 0
 

@@ -47,6 +47,7 @@ import httpx
 import orjson
 
 from bench.assemble import git_revision, lua_script, parse_wrk, redis_server, stop
+from bench.report import save_result
 from bench.webhook_latency import (
     HEADLINES,
     PATH,
@@ -344,9 +345,7 @@ def write_result(options: Options, latencies: dict[str, Latencies], rate: dict[s
         "throughput": rate,
         "samplesMs": {kind: asdict(found) for kind, found in latencies.items()},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"replicas-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("replicas", stamp, document)
     return path
 
 

@@ -45,6 +45,7 @@ import httpx
 import orjson
 
 from bench.assemble import clean_env, git_revision, lua_script, parse_wrk, redis_server, stop
+from bench.report import save_result
 from bench.scale_space import (
     SECRET,
     SPACE,
@@ -346,9 +347,7 @@ def write_rows(rows: Sequence[Row], options: Options) -> Path:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "rows": [asdict(r) for r in rows],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"scale-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("scale", stamp, document)
     return path
 
 

@@ -48,6 +48,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.assemble import clean_env, git_revision, redis_server, spawned, wait_ready
+from bench.report import save_result
 from core.logging import configure_logging
 from core.redis import Keys
 from integration.demo import DEMO_SPACE
@@ -329,9 +330,7 @@ def write_result(result: Result) -> Path:
         "otherReplicaMs": asdict(result.other),
         "rounds": [asdict(r) for r in result.rounds],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"webhook-latency-{stamp}.json"
-    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    path = save_result("webhook-latency", stamp, document)
     return path
 
 
