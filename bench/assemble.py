@@ -71,7 +71,6 @@ from segment_sync.profiles.store import RedisProfileStore
 from tests.support.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 WARMUP_SECONDS = 2
 GOAL_RATIO = 0.5

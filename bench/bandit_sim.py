@@ -42,11 +42,11 @@ from redis.asyncio import Redis
 from assembly.experiments.allocation import AllocationStore
 from bench.assemble import git_revision
 from bench.sim_service import (
-    ADMIN_TOKEN,
     WRITE_KEY,
     Options,
     content_items,
     parse_options,
+    results_document,
     serve_and_run,
     until_live,
     write_results,
@@ -193,12 +193,7 @@ class Simulation:
                 tail[label] = tail.get(label, 0) + 1
 
     async def results(self, experiment: str) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-        response = await self.client.get(
-            f"/admin/experiments/{experiment}/results", headers=headers, timeout=120
-        )
-        response.raise_for_status()
-        document: dict[str, Any] = response.json()
+        document = await results_document(self.client, experiment)
         bandit = document.get("bandit") or {}
         return {
             "srmPValue": document["srm"]["pValue"],

@@ -50,10 +50,10 @@ from assembly.experiments.contextual_params import decode_params
 from bench.assemble import git_revision
 from bench.bandit_sim import KEYS, Simulation, publish
 from bench.sim_service import (
-    ADMIN_TOKEN,
     Options,
     content_items,
     parse_options,
+    results_document,
     serve_and_run,
     until_live,
     write_results,
@@ -182,12 +182,7 @@ class ContextualSimulation(Simulation):
         await asyncio.sleep(0.25)
 
     async def contextual_results(self, experiment: str) -> dict[str, Any]:
-        headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-        response = await self.client.get(
-            f"/admin/experiments/{experiment}/results", headers=headers, timeout=120
-        )
-        response.raise_for_status()
-        document: dict[str, Any] = response.json()
+        document = await results_document(self.client, experiment)
         contextual = document.get("contextual") or {}
         return {
             "srm": document["srm"],

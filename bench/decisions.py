@@ -59,7 +59,6 @@ from integration.model import Audience, Slot, Variant
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 REPEATS = 7
 VISITORS = 400

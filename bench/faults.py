@@ -57,7 +57,6 @@ from bench.assemble import (
     ASSEMBLE_BODY,
     EXPECTED_HERO,
     HOST,
-    RESULTS,
     ROOT,
     check_assemble,
     clean_env,
@@ -67,7 +66,7 @@ from bench.assemble import (
     wait_ready,
     write_profile,
 )
-from bench.report import save_result
+from bench.report import RESULTS, save_result
 from tests.support.redis_server import RedisServer, free_port
 
 WARMUP = "warm-up"

@@ -63,7 +63,6 @@ from integration.store import ContentStore, writes_of
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 DEMO = ROOT / "templates" / "demo-space.json"
 HOST = "127.0.0.1"
 WRITE_KEY = "sim-write-key"

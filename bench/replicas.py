@@ -64,7 +64,6 @@ from tests.support.redis_server import free_port
 from tests.support.replicas import start_replica, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 REPLICAS = 3
 TOKEN = "bench-replicas-admin-token-0123456789"
 ADMIN = {"authorization": f"Bearer {TOKEN}", "x-admin-user": "bench"}

@@ -64,7 +64,6 @@ from integration.config import ContentfulSettings
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 PAGE_SIZE = 100
 PROBE = ROOT / "bench" / "scale_probe.py"
 

@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
+import httpx
 
-from bench.assemble import HOST, RESULTS, clean_env, redis_server, spawned, wait_ready
+from bench.assemble import HOST, clean_env, redis_server, spawned, wait_ready
+from bench.report import save_result
 from tests.assembly.arms import arm_item, experiment_item, slot_item
 from tests.support.redis_server import free_port
 
@@ -126,6 +127,16 @@ async def until_live(probe: Callable[[str], Awaitable[object]], key: str) -> Non
 
 def write_results(doc: dict[str, Any], prefix: str) -> None:
     """`doc` as `bench/results/<prefix>-<UTC timestamp>.json`."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"{prefix}-{stamp}.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    save_result(prefix, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"), doc)
+
+
+async def results_document(client: httpx.AsyncClient, experiment: str) -> dict[str, Any]:
+    """The experiment's results as the admin route serves them."""
+    response = await client.get(
+        f"/admin/experiments/{experiment}/results",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=120,
+    )
+    response.raise_for_status()
+    document: dict[str, Any] = response.json()
+    return document
