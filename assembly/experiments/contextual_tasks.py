@@ -53,7 +53,8 @@ async def update_contextual(
     """Fit and store the due contextual bandits' parameters; the experiments stored."""
     store = AllocationStore(redis, keys, settings.bandit_history)
     due = [a for a in arms if a.experiment.mode == "contextual" and a.experiment.goal_event]
-    due = [a for a in due if await _due(store, a.experiment.key, settings, now)]
+    previous = {a.experiment.key: await _params(store, a.experiment.key) for a in due}
+    due = [a for a in due if _due(previous[a.experiment.key], settings, now)]
     if not due:
         return []
     since = now - settings.contextual_window_seconds
@@ -67,25 +68,34 @@ async def update_contextual(
     recorded = await read_exposures(
         redis, keys, since=since, bounds=bounds, shape=arm_shape(wanted)
     )
+    goals = await read_goals(
+        redis,
+        keys,
+        goals={a.experiment.goal_event or "" for a in due},
+        since=since,
+        bounds=bounds,
+        recorded=recorded,
+    )
     stored = []
-    for goal in sorted({a.experiment.goal_event or "" for a in due}):
-        goals = await read_goals(
-            redis, keys, goal=goal, since=since, bounds=bounds, recorded=recorded
+    for experiment in due:
+        key = experiment.experiment.key
+        group = [e for e in recorded.exposures if e.slot == key]
+        label(
+            group,
+            goals[experiment.experiment.goal_event or ""],
+            settings.contextual_attribution_seconds,
         )
-        for experiment in (a for a in due if a.experiment.goal_event == goal):
-            group = [e for e in recorded.exposures if e.slot == experiment.experiment.key]
-            label(group, goals, settings.contextual_attribution_seconds)
-            read = {
-                "decisions": recorded.decisions_read,
-                "seconds": time.perf_counter() - started,
-            }
-            if await _store_fit(store, experiment, group, settings, now, read):
-                stored.append(experiment.experiment.key)
+        read = {"decisions": recorded.decisions_read, "seconds": time.perf_counter() - started}
+        if await _store_fit(store, experiment, group, settings, now, read, previous[key]):
+            stored.append(key)
     return stored
 
 
-async def _due(store: AllocationStore, key: str, settings: DecisionSettings, now: float) -> bool:
-    doc = decode_params(await store.parameters(key))
+async def _params(store: AllocationStore, key: str) -> dict[str, Any] | None:
+    return decode_params(await store.parameters(key))
+
+
+def _due(doc: dict[str, Any] | None, settings: DecisionSettings, now: float) -> bool:
     at = doc.get("at") if doc else None
     return not isinstance(at, int | float) or now - at >= settings.bandit_update_seconds / 2
 
@@ -97,6 +107,7 @@ async def _store_fit(
     settings: DecisionSettings,
     now: float,
     read: dict[str, float],
+    previous: dict[str, Any] | None,
 ) -> bool:
     key = arms.experiment.key
     group = [e for e in group if e.variant in arms.labels]
@@ -106,7 +117,6 @@ async def _store_fit(
     started = time.perf_counter()
     specs, models, segments = await asyncio.to_thread(fit_experiment, arms, group, settings)
     fit_seconds = time.perf_counter() - started
-    previous = decode_params(await store.parameters(key))
     version = int(previous.get("version") or 0) + 1 if previous else 1
     raw = encode_params(
         version=version,

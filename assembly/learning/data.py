@@ -19,7 +19,7 @@ import asyncio
 import bisect
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -165,14 +165,16 @@ async def read_goals(
     redis: Redis,
     keys: Keys,
     *,
-    goal: str,
+    goals: Collection[str],
     since: float,
     bounds: Bounds,
     recorded: Recorded,
     progress: Progress = _noop,
-) -> dict[str, list[float]]:
-    """Visitor id → sorted times of the goal event, from `since` on."""
-    times: dict[str, list[float]] = {}
+) -> dict[str, dict[str, list[float]]]:
+    """Goal event → visitor id → sorted times of that event, from `since` on: one pass over the
+    stream for every goal (the pass's event budget is shared, so one read per goal would starve
+    the later goals)."""
+    times: dict[str, dict[str, list[float]]] = {goal: {} for goal in goals}
     async for rows in pages(
         redis,
         keys.events_stream,
@@ -189,15 +191,18 @@ async def read_goals(
                 message, source = decode_entry(fields)
             except ValueError:
                 continue
-            if message.get("type") != "track" or message.get("event") != goal:
+            event = message.get("event")
+            found = times.get(event) if message.get("type") == "track" and event else None
+            if found is None:
                 continue
             at = entry(_text(raw_id), message, source).at
             recorded.goals += 1
             for vid in _ids(message.get("userId"), message.get("anonymousId")):
-                times.setdefault(vid, []).append(at)
+                found.setdefault(vid, []).append(at)
         progress("events", recorded.events_read, bounds.max_events)
-    for found in times.values():
-        found.sort()
+    for by_visitor in times.values():
+        for visitor_times in by_visitor.values():
+            visitor_times.sort()
     return times
 
 

@@ -52,13 +52,13 @@ async def train(
     goals = await read_goals(
         redis,
         keys,
-        goal=request.goal,
+        goals=[request.goal],
         since=since,
         bounds=bounds,
         recorded=recorded,
         progress=progress,
     )
-    label(recorded.exposures, goals, settings.attribution_seconds)
+    label(recorded.exposures, goals[request.goal], settings.attribution_seconds)
     progress("fit", 0, 1)
     specs = feature_specs(recorded.exposures, settings.max_features)
     limits = FitLimits(settings.min_exposures, settings.min_conversions, settings.max_features)

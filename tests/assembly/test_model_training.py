@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import decode
 from assembly.learning.compiled import CompiledModel, VisitorScores
+from assembly.learning.data import Bounds, Recorded, read_goals
 from assembly.learning.store import ModelStore
 from core.redis import Keys
 from segment_sync.stream.pipeline import TRACKING, enqueue
@@ -224,3 +225,27 @@ def test_too_little_data_is_a_one_line_error(redis_server: RedisServer, tmp_path
     assert result.returncode == 2
     assert result.stderr.strip().startswith("no slot has a variant with 30 exposures")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_goals_of_several_events_are_read_in_one_pass_within_one_budget(redis: Redis) -> None:
+    keys = Keys("goalpass")
+    events = [
+        {"type": "track", "event": goal, "userId": f"u{i}", "messageId": f"{goal}-{i}"}
+        for goal in ("Order Completed", "Signed Up")
+        for i in range(3)
+    ]
+    await enqueue(redis, keys, events, TRACKING)
+    recorded = Recorded([])
+    goals = await read_goals(
+        redis,
+        keys,
+        goals={"Order Completed", "Signed Up"},
+        since=0.0,
+        bounds=Bounds(max_events=len(events)),
+        recorded=recorded,
+    )
+    assert {goal: sorted(times) for goal, times in goals.items()} == {
+        "Order Completed": ["u:u0", "u:u1", "u:u2"],
+        "Signed Up": ["u:u0", "u:u1", "u:u2"],
+    }
+    assert recorded.events_read == len(events)  # the budget covered the stream once
