@@ -18,6 +18,7 @@ answers only once R replicas hold them, or fails with 503 (docs/operations.md).
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -54,9 +55,11 @@ TRUSTED_SOURCES = frozenset({TRACKING_SERVER, SEGMENT_WEBHOOK})
 public in browser snippets, so only Segment itself and the operator's servers may set them."""
 
 
-def streams(keys: Keys, shards: int) -> list[str]:
-    """The names of the stream shards, shard 0 first."""
-    return [keys.events_shard(shard, shards) for shard in range(shards)]
+@functools.cache
+def streams(keys: Keys, shards: int) -> tuple[str, ...]:
+    """The names of the stream shards, shard 0 first (worked out once: on a cluster each
+    shard's hash tag is searched for, and every append asks)."""
+    return tuple(keys.events_shard(shard, shards) for shard in range(shards))
 
 
 def shard_of(message: Mapping[str, Any], shards: int) -> int:
