@@ -4,7 +4,7 @@ and their background tasks, registered on the lifespan's exit stack (called from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -85,15 +85,10 @@ class DecisionRuntime:
 
     async def start(self, tasks: BackgroundTasks) -> None:
         """Load the kill switches (so the first request honours them), start the tasks."""
-        try:
-            await asyncio.wait_for(self.watcher.refresh(), timeout=2.0)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("assembly.kill_switch.load_failed", error=str(exc))
-        try:
-            await asyncio.wait_for(self.bandits.refresh(), timeout=2.0)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("assembly.bandit.load_failed", error=str(exc))
-        tasks.spawn(self.reader.reads.hold(), name="decision-read-connections")
+        await asyncio.gather(
+            _load(self.watcher.refresh(), "assembly.kill_switch.load_failed"),
+            _load(self.bandits.refresh(), "assembly.bandit.load_failed"),
+        )
         tasks.spawn(self.writer.run(), name="decision-writer")
         tasks.spawn(self.watcher.run(self.redis), name="kill-switch-watch")
         if self.engine.models is not None:
@@ -131,6 +126,14 @@ class AssemblyServices:
     decisions: DecisionRuntime
     decision_log: DecisionLog
     preview: PreviewService
+
+
+async def _load(refresh: Awaitable[object], failed: str) -> None:
+    """A start-up load from the store, bounded (2 s): a sick store only logs `failed`."""
+    try:
+        await asyncio.wait_for(refresh, timeout=2.0)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(failed, error=str(exc))
 
 
 async def start_assembly(
@@ -171,6 +174,7 @@ async def start_assembly(
             link_depth=link_depth,
         ),
     )
+    stack.push_async_callback(decisions.reader.reads.aclose)  # after the tasks stop
     stack.push_async_callback(tasks.stop)
     tasks.spawn(ports.snapshot.run(), name="library-snapshot")
     await decisions.start(tasks)

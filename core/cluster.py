@@ -73,7 +73,7 @@ def master_of(cluster: RedisCluster, at: int) -> ClusterNode:
         raise RedisConnectionError(f"slot {at} has no master yet: {exc}") from exc
 
 
-def new_connection(cluster: RedisCluster, node: ClusterNode) -> Any:
+def new_connection(node: ClusterNode) -> Any:
     """A connection of our own to `node`, with the client's settings (not from its pool)."""
     return node.connection_class(**node.connection_kwargs)
 

@@ -185,7 +185,7 @@ class OneRoundTrip:
         """A connection with the pool's settings but without its retry policy: a page view
         never retries a connect or a read, its budget decides (docs/operations.md)."""
         if node is not None and self._cluster is not None:
-            connection = clusters.new_connection(self._cluster, node)
+            connection = clusters.new_connection(node)
         else:
             connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         connection.retry = Retry(NoBackoff(), 0)
@@ -206,13 +206,6 @@ class OneRoundTrip:
         await _drop(self._idle)
         for idle in self._idle_at.values():
             await _drop(idle)
-
-    async def hold(self) -> None:
-        """Run as a task for the app's lifetime; closes the connections when cancelled."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.aclose()
 
     async def _scripted(self, connection: Any, batch: RawCommands) -> list[Any]:
         keys, args = batch.keys, batch.script_args()

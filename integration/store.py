@@ -125,8 +125,9 @@ class ContentWrite:
         return cls(entity.key, 2 * entity.revision, orjson.dumps(entity.to_json()))
 
     @classmethod
-    def removal(cls, key: str, rank: int | None) -> ContentWrite:
-        return cls(key, rank or 0, None)
+    def removal(cls, key: str) -> ContentWrite:
+        """A removal that outranks whatever is stored (rank 0; the script leaves a tombstone)."""
+        return cls(key, 0, None)
 
 
 def writes_of(changes: Changes) -> list[ContentWrite]:
@@ -136,7 +137,7 @@ def writes_of(changes: Changes) -> list[ContentWrite]:
     # the entity's publishes (the reference pages show revision 1 whatever was deleted), so it
     # does not compare with publish revisions. The sync is authoritative for deletions: the
     # removal outranks whatever is stored (rank 0), and leaves a tombstone rank one above it.
-    writes.extend(ContentWrite.removal(k, None) for k in changes.deletions)
+    writes.extend(ContentWrite.removal(k) for k in changes.deletions)
     return writes
 
 

@@ -28,8 +28,6 @@ log = structlog.get_logger()
 class SegmentSyncServices:
     tracking: TrackingService
     profiles: RedisProfileStore
-    consumer: EventConsumer | None = None  # shard 0's; `consumers` holds one per shard
-    consumers: tuple[EventConsumer, ...] = ()
 
 
 async def start_segment_sync(
@@ -62,13 +60,12 @@ async def start_segment_sync(
         if not embedded and store.url is not None:
             client = consumer_client(store.url, store, settings.consumer_block_ms)
             stack.push_async_callback(client.aclose)
-        parts.consumers = tuple(
+        consumers = [
             EventConsumer(client, keys, settings, hooks=hooks, shard=shard)
             for shard in range(settings.stream_shards)
-        )
-        parts.consumer = parts.consumers[0]
+        ]
         stack.push_async_callback(tasks.stop)  # before its client closes
-        for shard, consumer in enumerate(parts.consumers):
+        for shard, consumer in enumerate(consumers):
             tasks.spawn(consumer.run(), name=f"segment-consumer-{shard}")
     if not parts.tracking.enabled:
         log.info("segment.tracking.disabled", detail="SEGMENT_WRITE_KEYS unset")

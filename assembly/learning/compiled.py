@@ -8,7 +8,6 @@ allocated per variant but the result.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from assembly.decisions.visitor import Visitor
@@ -40,9 +39,6 @@ class CompiledModel:
             slot_key: {k: Linear(v.intercept, v.weights) for k, v in slot.variants.items()}
             for slot_key, slot in doc.slots.items()
         }
-
-    def for_slot(self, slot_key: str) -> Mapping[str, Linear] | None:
-        return self.slots.get(slot_key)
 
 
 class VisitorScores:

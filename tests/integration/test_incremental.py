@@ -222,7 +222,7 @@ async def test_a_replica_behind_catches_up_from_the_written_index_without_a_full
     assert await holder.refresh()
     edited = normalize_entity(_edited("hero-cart", 1, headline="Back again"))
     await store.write([ContentWrite.upsert(edited)])  # two writes whose messages were missed
-    await store.write([ContentWrite.removal("Entry:tip-runner", None)])
+    await store.write([ContentWrite.removal("Entry:tip-runner")])
 
     async def no_full_read() -> StoredContent:
         raise AssertionError("a full read")
