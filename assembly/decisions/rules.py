@@ -29,7 +29,7 @@ from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations
 from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
 from assembly.learning.compiled import VisitorScores
-from integration.model import Audience, FrequencyCap, Slot, Variant
+from integration.model import Arms, Audience, FrequencyCap, Slot, Variant
 
 Match = tuple[str, Audience | None]  # why the variant applies, and the audience that matched
 Winner = tuple[Variant, str]  # the variant chosen among equals, and the reason
@@ -121,9 +121,7 @@ def _experiment(
 ) -> Decision:
     experiment = variant.experiment
     assert experiment is not None
-    arms = env.allocations.arms(slot.arms[experiment.key])
-    policy = env.allocations.policy(arms)
-    decision = assign(arms, visitor, env.state, slot.key, env.now_ts, policy)
+    decision = _assign(slot.arms[experiment.key], slot, visitor, env)
     served = decision.variant
     if served is not None and served is not variant:
         notes: list[str] = []
@@ -304,15 +302,21 @@ def coherent(
     )
 
 
+def _assign(arms: Arms, slot: Slot, visitor: Visitor, env: DecisionEnv) -> Decision:
+    """The experiment's arm for the visitor, under the weights (and policy) in force."""
+    current = env.allocations.arms(arms)
+    return assign(
+        current, visitor, env.state, slot.key, env.now_ts, env.allocations.policy(current)
+    )
+
+
 def _coherent_experiment(
     slot: Slot, key: str, visitor: Visitor, now: datetime, env: DecisionEnv
 ) -> Decision | None:
     arms = slot.arms.get(key)
     if arms is None or not any(check(a, visitor, now, env, None) for a in arms.variants):
         return None
-    arms = env.allocations.arms(arms)
-    policy = env.allocations.policy(arms)
-    decision = assign(arms, visitor, env.state, slot.key, env.now_ts, policy)
+    decision = _assign(arms, slot, visitor, env)
     if decision.source != "experiment":
         return None
     if decision.variant is not None and check(decision.variant, visitor, now, env, None) is None:

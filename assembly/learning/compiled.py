@@ -53,16 +53,8 @@ class VisitorScores:
 
     def score(self, slot_key: str, variant_key: str) -> float | None:
         """The predicted conversion chance, or None when the model has no such variant."""
-        variants = self.model.slots.get(slot_key)
-        if variants is None:
-            return None
-        linear = variants.get(variant_key)
-        if linear is None:
-            return None
-        x = self._x
-        if x is None:
-            x = self._x = self.model.encoder.encode(self.visitor)
-        return linear.score(x)
+        scores = self.scores(slot_key, [variant_key])
+        return scores[0] if scores else None
 
     def has_slot(self, slot_key: str) -> bool:
         return slot_key in self.model.slots
