@@ -8,11 +8,15 @@ HTTP (skipped with `--skip-http`)
     `RedisProfileStore`, so every assemble does its real pipelined profile read. The service runs
     as `python cli.py serve` on the demo space (Contentful unset); the baseline is
     `bench/hello.py`, a bare FastAPI app run with the same uvicorn settings (one worker, uvloop,
-    httptools, no access log, log level warning). Each target runs alone: one response is
-    checked, then `wrk --latency` warms it up for 2 s and drives it for `--duration` seconds with
-    a Lua script that POSTs a JSON body. Reported: requests/s, p50 and p99 latency, non-2xx
-    responses and socket errors, and the ratio of assemble to hello-world requests/s (the goal is
-    at least 0.5x). On a 2-core machine one core serves and the other runs wrk (`--threads 1`).
+    httptools, no access log, log level warning). Both run at once, idle but for the load: one
+    response of each is checked, `wrk --latency` warms each up for 2 s, then drives them in
+    turn, in `--rounds` alternating rounds that add up to `--duration` seconds per target,
+    with a Lua script that POSTs a JSON body. Reported per target: the median round's
+    requests/s, p50 and p99 latency, non-2xx responses and socket errors over all rounds; and
+    the ratio of assemble to hello-world requests/s, the median of the rounds' ratios (the goal
+    is at least 0.5x), so a drift of the machine's speed during the run cancels out. The
+    server under test gets the first CPU to itself; wrk (`--threads 1`) and Redis share the
+    others (bench/placement.py says why; `--no-pin` turns it off).
 
 In process
     The library compiled from the demo space and a visitor built from the same request and
@@ -59,6 +63,7 @@ from assembly.fallback import FallbackLibrary
 from assembly.ports import Profile, ProfileOnly
 from assembly.schemas import AssembleRequest
 from assembly.service import AssemblyService
+from bench.placement import Placement, move, on_cpus
 from bench.report import save_result
 from core.logging import configure_logging
 from core.redis import Keys
@@ -95,6 +100,12 @@ class Options:
     connections: int
     threads: int
     skip_http: bool
+    pin: bool = True
+    rounds: int = 5
+
+    @property
+    def placement(self) -> Placement:
+        return Placement.choose(self.pin)
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -103,13 +114,30 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         description="Benchmark POST /v1/assemble against a hello-world FastAPI app.",
     )
     parser.add_argument("--duration", type=int, default=10, help="seconds per target (10)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds the duration is split in (5)"
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--skip-http", action="store_true", help="in-process timings only")
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place the server, Redis and wrk (noisier on 2 cores)",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.threads < 1 or args.connections < args.threads:
         parser.error("need --duration >= 1, --threads >= 1 and --connections >= --threads")
-    return Options(args.duration, args.connections, args.threads, args.skip_http)
+    if not 1 <= args.rounds <= args.duration:
+        parser.error("need 1 <= --rounds <= --duration (rounds last whole seconds)")
+    return Options(
+        args.duration,
+        args.connections,
+        args.threads,
+        args.skip_http,
+        pin=not args.no_pin,
+        rounds=args.rounds,
+    )
 
 
 # ---------------------------------------------------------------- in-process timings
@@ -299,11 +327,19 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def spawned(command: Sequence[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    """Run `command` from the repository root, its output in `log`; always stopped after."""
+def spawned(
+    command: Sequence[str], env: dict[str, str], log: Path, cpus: frozenset[int] | None = None
+) -> Iterator[None]:
+    """Run `command` from the repository root (on `cpus`, when given), its output in `log`;
+    always stopped after."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            list(command), cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT
+            list(command),
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=on_cpus(cpus),
         )
         try:
             yield
@@ -366,6 +402,7 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     check: str = ""
     raw: str = ""
+    rounds: list[float] = field(default_factory=list)  # req/s of each round
 
     @property
     def errors(self) -> int:
@@ -423,16 +460,32 @@ def wrk(url: str, script: Path, seconds: int, options: Options) -> str:
         f"--script={script}",
         url,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        preexec_fn=on_cpus(options.placement.load),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
 
 
-def load(target: str, url: str, script: Path, options: Options) -> WrkResult:
-    print(f"  {target}: warm-up {WARMUP_SECONDS} s, then {options.duration} s ...", flush=True)
-    wrk(url, script, WARMUP_SECONDS, options)
-    return parse_wrk(target, url, wrk(url, script, options.duration, options))
+def merge(target: str, url: str, rounds: Sequence[WrkResult]) -> WrkResult:
+    """One target's rounds as one result: the median round's rate and percentiles, the
+    requests and errors of all rounds."""
+    merged = WrkResult(target=target, url=url, raw="\n".join(r.raw for r in rounds))
+    merged.rounds = [r.requests_per_second for r in rounds]
+    merged.requests_per_second = statistics.median(merged.rounds)
+    merged.p50_ms = statistics.median(r.p50_ms for r in rounds)
+    merged.p99_ms = statistics.median(r.p99_ms for r in rounds)
+    merged.requests = sum(r.requests for r in rounds)
+    merged.non_2xx = sum(r.non_2xx for r in rounds)
+    for r in rounds:
+        for name, count in r.socket_errors.items():
+            merged.socket_errors[name] = merged.socket_errors.get(name, 0) + count
+    return merged
 
 
 # ---------------------------------------------------------------- the two targets
@@ -457,59 +510,104 @@ def check_hello(url: str) -> str:
     return "ok" if status == 200 else f"HTTP {status}: {body[:200]!r}"
 
 
-def bench_service(redis_url: str, work: Path, options: Options) -> WrkResult:
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    url: str
+    script: Path
+    check: str
+
+
+def start_service(
+    stack: contextlib.ExitStack, redis_url: str, work: Path, options: Options
+) -> Target:
     port = free_port()
     base = f"http://{HOST}:{port}"
     log = work / "service.log"
     command = [sys.executable, "cli.py", "serve", "--host", HOST, "--port", str(port)]
-    with spawned(command, clean_env(REDIS_URL=redis_url, BRIDGE_LOG_LEVEL="warning"), log):
-        wait_ready(f"{base}/readyz", log)
-        check = check_assemble(f"{base}/v1/assemble")
-        result = load(
-            "assemble", f"{base}/v1/assemble", lua_script("assemble", ASSEMBLE_BODY, work), options
-        )
-    result.check = check
-    return result
+    env = clean_env(REDIS_URL=redis_url, BRIDGE_LOG_LEVEL="warning")
+    stack.enter_context(spawned(command, env, log, options.placement.server))
+    wait_ready(f"{base}/readyz", log)
+    url = f"{base}/v1/assemble"
+    return Target("assemble", url, lua_script("assemble", ASSEMBLE_BODY, work), check_assemble(url))
 
 
-def bench_hello(work: Path, options: Options) -> WrkResult:
+def start_hello(stack: contextlib.ExitStack, work: Path, options: Options) -> Target:
     port = free_port()
     base = f"http://{HOST}:{port}"
     log = work / "hello.log"
     command = [sys.executable, "-m", "bench.hello", "--host", HOST, "--port", str(port)]
-    with spawned(command, clean_env(), log):
-        wait_ready(f"{base}/hello", log)
-        check = check_hello(f"{base}/hello")
-        result = load(
-            "hello-world", f"{base}/hello", lua_script("hello", HELLO_BODY, work), options
-        )
-    result.check = check
-    return result
+    stack.enter_context(spawned(command, clean_env(), log, options.placement.server))
+    wait_ready(f"{base}/hello", log)
+    url = f"{base}/hello"
+    return Target("hello-world", url, lua_script("hello", HELLO_BODY, work), check_hello(url))
+
+
+def drive(targets: Sequence[Target], options: Options) -> list[WrkResult]:
+    """Both servers are up; each is warmed, then driven in alternating rounds, so a drift of
+    the machine's speed during the run touches both rates alike."""
+    seconds = max(1, options.duration // options.rounds)
+    for target in targets:
+        print(f"  {target.name}: warm-up {WARMUP_SECONDS} s", flush=True)
+        wrk(target.url, target.script, WARMUP_SECONDS, options)
+    print(f"  {options.rounds} alternating rounds of {seconds} s per target ...", flush=True)
+    rounds: dict[str, list[WrkResult]] = {t.name: [] for t in targets}
+    for _ in range(options.rounds):
+        for target in targets:
+            text = wrk(target.url, target.script, seconds, options)
+            rounds[target.name].append(parse_wrk(target.name, target.url, text))
+    results = []
+    for target in targets:
+        result = merge(target.name, target.url, rounds[target.name])
+        result.check = target.check
+        results.append(result)
+    return results
 
 
 def run_http(options: Options) -> list[WrkResult]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `make bench`, which installs it")
-    with redis_server() as server, tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp:
+    with (
+        redis_server() as server,
+        tempfile.TemporaryDirectory(prefix="mb-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        assert server.process is not None
+        move(server.process.pid, options.placement.load)
         asyncio.run(write_profile(server.url))
         print(f"redis-server on {HOST}:{server.port}; profile of {BENCH_USER!r} written")
-        return [bench_service(server.url, Path(tmp), options), bench_hello(Path(tmp), options)]
+        print(f"placement: {options.placement.describe()}")
+        work = Path(tmp)
+        targets = [
+            start_service(stack, server.url, work, options),
+            start_hello(stack, work, options),
+        ]
+        return drive(targets, options)
 
 
 # ---------------------------------------------------------------- report
 
 
 def ratio(results: Sequence[WrkResult]) -> float | None:
-    rates = {r.target: r.requests_per_second for r in results}
-    if not rates.get("hello-world"):
+    """Assemble over hello-world req/s: the median of the rounds' ratios (each round of one
+    target ran next to the same round of the other)."""
+    by_target = {r.target: r for r in results}
+    hello, assemble = by_target.get("hello-world"), by_target.get("assemble")
+    if hello is None or assemble is None or not hello.requests_per_second:
         return None
-    return rates.get("assemble", 0.0) / rates["hello-world"]
+    pairs = zip(assemble.rounds, hello.rounds, strict=False)
+    ratios = [a / h for a, h in pairs if h]
+    if not ratios:
+        return assemble.requests_per_second / hello.requests_per_second
+    return statistics.median(ratios)
 
 
 def print_http(results: Sequence[WrkResult], options: Options) -> None:
     print(
         f"\nHTTP: wrk {options.threads} thread(s), {options.connections} connections, "
-        f"{options.duration} s per target after a {WARMUP_SECONDS} s warm-up"
+        f"{options.duration} s per target in {options.rounds} alternating rounds after a "
+        f"{WARMUP_SECONDS} s warm-up; "
+        f"{options.placement.describe()}"
     )
     print(
         f"{'target':<12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8}"
@@ -522,6 +620,7 @@ def print_http(results: Sequence[WrkResult], options: Options) -> None:
         )
     for r in results:
         print(f"  check {r.target}: {r.check}")
+        print(f"  rounds {r.target}: " + ", ".join(f"{rate:.0f}" for rate in r.rounds) + " req/s")
     value = ratio(results)
     if value is not None:
         verdict = "met" if value >= GOAL_RATIO else "NOT met"
@@ -580,6 +679,7 @@ def write_results(
         "revision": git_revision(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "options": asdict(options),
+        "placement": options.placement.to_json(),
         "errors": failed,
         "ratio": ratio(results),
         "goalRatio": GOAL_RATIO,

@@ -218,7 +218,7 @@ def run_wrk(
 ) -> IngestResult:
     url = f"{base}/v1/batch"
     print(f"  {name}: warm-up {WARMUP_SECONDS} s, then {options.duration} s ...", flush=True)
-    wrk_options = WrkOptions(options.duration, options.connections, 1, False)
+    wrk_options = WrkOptions(options.duration, options.connections, 1, False, pin=False)
     wrk(url, script, WARMUP_SECONDS, wrk_options)
     asyncio.run(_stream_length(redis_url))  # empty the stream after the warm-up
     result = parse_wrk(name, url, wrk(url, script, options.duration, wrk_options))

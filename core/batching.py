@@ -2,13 +2,18 @@
 
 `submit` never blocks (a full queue drops the item, counted, logged at most every 10 s);
 `run` waits for an item, lets a batch fill for `flush_seconds`, and hands it to `flush`; on
-cancellation it flushes what it holds and what is queued (best effort).
+cancellation it flushes what is queued (best effort).
+
+The queue is a deque and one wake-up future, not an `asyncio.Queue`: a page view's `submit`
+is an append (the Queue's put and get bookkeeping was ~1.5% of a page view's CPU, profiled).
+Everything runs on the event loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -33,7 +38,9 @@ class Batcher(Generic[T]):
         full_event: str,
     ) -> None:
         self._flush = flush
-        self._queue: asyncio.Queue[T] = asyncio.Queue(queue_size)
+        self._items: deque[T] = deque()
+        self._queue_size = queue_size
+        self._waiter: asyncio.Future[None] | None = None
         self._batch_size = batch_size
         self._flush_seconds = flush_seconds
         self._dropped = dropped
@@ -43,57 +50,60 @@ class Batcher(Generic[T]):
 
     def submit(self, item: T) -> bool:
         """Queue `item`; False (counted, logged now and then) when the queue is full."""
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._items) >= self._queue_size:
             self._dropped.inc()
             now = time.monotonic()
             if now - self._dropped_logged_at > DROP_LOG_INTERVAL:
                 self._dropped_logged_at = now
-                log.warning(self._full_event, size=self._queue.maxsize)
+                log.warning(self._full_event, size=self._queue_size)
             return False
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return True
 
     @property
     def queued(self) -> int:
         """Items waiting in the queue (not yet taken into a batch)."""
-        return self._queue.qsize()
+        return len(self._items)
 
     @property
     def unwritten(self) -> int:
         """Items queued or being flushed now (0: everything handed over is done)."""
-        return self._queue.qsize() + self._flushing
+        return len(self._items) + self._flushing
 
     async def run(self) -> None:
         """Drain forever; on cancellation, flush what is queued (best effort)."""
-        batch: list[T] = []
         try:
             while True:
-                batch = [await self._queue.get()]
-                self._flushing = 1
+                await self._wait()
                 if self._flush_seconds > 0:
-                    await asyncio.sleep(self._flush_seconds)
-                self._take(batch)
+                    await asyncio.sleep(self._flush_seconds)  # let the batch fill
+                batch = self._take()
                 self._flushing = len(batch)
-                taken, batch = batch, []  # a cancel during the flush must not apply it twice
-                await self._flush(taken)
-                self._flushing = 0
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._flushing = 0
         finally:
-            if batch:  # cancelled while the batch was filling
-                await self._flush(batch)
-            self._flushing = 0
             await self.drain()
 
-    def _take(self, batch: list[T]) -> None:
-        while len(batch) < self._batch_size:
+    async def _wait(self) -> None:
+        """Return once an item is queued."""
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+                await waiter
+            finally:
+                self._waiter = None
+
+    def _take(self) -> list[T]:
+        items = self._items
+        count = min(len(items), self._batch_size)
+        return [items.popleft() for _ in range(count)]
 
     async def drain(self) -> None:
         """Flush everything queued now (shutdown, tests)."""
-        while not self._queue.empty():
-            batch: list[T] = []
-            self._take(batch)
-            await self._flush(batch)
+        while self._items:
+            await self._flush(self._take())
