@@ -41,8 +41,8 @@ from assembly.decisions.rules import DecisionEnv, decide
 from assembly.decisions.scoring import Scorer
 from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import decode, encode
-from assembly.learning.compiled import CompiledModel, VisitorScores
-from integration.model import Slot
+from assembly.learning.compiled import CompiledModel, Ranked, VisitorScores
+from integration.model import Slot, Variant
 
 GOAL = 1.25
 ROUNDS = 15
@@ -67,9 +67,26 @@ class Precomputed(VisitorScores):
         super().__init__(model, visitor)
         self.stored: dict[str, dict[str, float]] = orjson.loads(stored)
 
-    def scores(self, slot_key: str, variant_keys: list[str]) -> list[float | None] | None:
+    def rank(self, slot_key: str, tied: Sequence[tuple[Variant, object]]) -> Ranked | None:
         slot = self.stored.get(slot_key)
-        return [slot.get(k) for k in variant_keys] if slot is not None else None
+        if slot is None:
+            return None
+        probs: list[float | None] = []
+        best = runner = -1
+        p1 = p2 = -1.0
+        complete = True
+        for i, (variant, _) in enumerate(tied):  # the same one pass as `VisitorScores.rank`
+            p = slot.get(variant.key)
+            probs.append(p)
+            if p is None:
+                complete = False
+            elif p > p1:
+                best, runner, p1, p2 = i, best, p, p1
+            elif p > p2:
+                runner, p2 = i, p
+        if not complete or runner < 0 or p1 <= 0:
+            return Ranked(probs)
+        return Ranked(probs, best, runner, (p1 - p2) / p1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from assembly.decisions.visitor import Visitor
 from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations
 from assembly.experiments.assignment import assign, in_rollout, measured_rollout, rollout_entry
 from assembly.killswitch import EMPTY_BOARD, SwitchBoard
-from assembly.learning.compiled import VisitorScores
+from assembly.learning.compiled import Ranked, VisitorScores
 from integration.model import Arms, Audience, FrequencyCap, Slot, Variant
 
 Match = tuple[str, Audience | None]  # why the variant applies, and the audience that matched
@@ -144,18 +144,15 @@ def resolve(
     else the best score, then the first (most recent)."""
     if len(tied) == 1:
         return tied[0][0], tied[0][1][0]
-    probs = model_scores(tied, env, slot)
-    if probs is not None and slot is not None and slot.model_threshold is not None:
-        chosen = model_choice(tied, probs, slot.model_threshold)
-        if chosen is not None:
-            return chosen
-    if probs is None:
+    ranked = model_ranking(tied, env, slot)
+    if ranked is None:
         scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
     else:
-        scores = [
-            env.scorer.score(v, visitor, env.now_ts, p)
-            for (v, _), p in zip(tied, probs, strict=True)
-        ]
+        threshold = slot.model_threshold if slot is not None else None
+        if threshold is not None and ranked.sure >= threshold:
+            return model_choice(tied, ranked, threshold)
+        scorer, now_ts, probs = env.scorer, env.now_ts, ranked.probs
+        scores = [scorer.score(v, visitor, now_ts, probs[i]) for i, (v, _) in enumerate(tied)]
     best = max(range(len(tied)), key=lambda i: (scores[i], -i))
     runner = max((i for i in range(len(tied)) if i != best), key=lambda i: (scores[i], -i))
     variant, (why, _) = tied[best]
@@ -167,48 +164,24 @@ def resolve(
     return variant, f"{why} (tie at priority {variant.priority} with {other}: {how})"
 
 
-def model_scores(
+def model_ranking(
     tied: list[tuple[Variant, Match]], env: DecisionEnv, slot: Slot | None
-) -> list[float | None] | None:
-    """Each tied variant's model score (None for a variant the model does not know); None
+) -> Ranked | None:
+    """The tied variants under the model (a variant it does not know scores None); None
     when no model is in force or it has no model for the slot."""
     model = env.model
     if model is None or slot is None:
         return None
-    return model.scores(slot.key, [v.key for v, _ in tied])
+    return model.rank(slot.key, tied)
 
 
-def confidence(probs: list[float | None]) -> tuple[int, int, float] | None:
-    """The model's top variant, its runner-up and the confidence `(p1 - p2) / p1`: how much
-    better the top variant is predicted to convert than the next best. None when a variant
-    has no score (the model cannot rank what it has not seen) or nothing converts."""
-    best, runner, p1, p2 = -1, -1, -1.0, -1.0
-    for i, p in enumerate(probs):
-        if p is None:
-            return None
-        if p > p1:  # ties go to the first (most recently published)
-            best, runner, p1, p2 = i, best, p, p1
-        elif p > p2:
-            runner, p2 = i, p
-    if p1 <= 0 or runner < 0:
-        return None
-    return best, runner, (p1 - p2) / p1
-
-
-def model_choice(
-    tied: list[tuple[Variant, Match]], probs: list[float | None], threshold: float
-) -> Winner | None:
-    """The model's top variant when its confidence reaches the slot's threshold, else None
-    (the rules decide)."""
-    ranked = confidence(probs)
-    if ranked is None or ranked[2] < threshold:
-        return None
-    best, runner, sure = ranked
-    variant, (why, _) = tied[best]
-    p1, p2 = probs[best], probs[runner]
+def model_choice(tied: list[tuple[Variant, Match]], ranked: Ranked, threshold: float) -> Winner:
+    """The model's top variant: its confidence reached the slot's threshold."""
+    variant, (why, _) = tied[ranked.best]
+    p1, p2 = ranked.probs[ranked.best], ranked.probs[ranked.runner]
     return variant, (
-        f"{why} (model {p1:.3f} > {tied[runner][0].key} {p2:.3f}, "
-        f"confidence {sure:.2f} >= {threshold:g})"
+        f"{why} (model {p1:.3f} > {tied[ranked.runner][0].key} {p2:.3f}, "
+        f"confidence {ranked.sure:.2f} >= {threshold:g})"
     )
 
 

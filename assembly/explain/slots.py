@@ -20,14 +20,14 @@ from assembly.decisions.rules import (
     Match,
     check,
     coherent,
-    confidence,
-    model_scores,
+    model_ranking,
     resolve,
 )
 from assembly.decisions.visitor import Visitor
 from assembly.experiments.assignment import assign, bucketing_reading, in_rollout
 from assembly.explain.candidates import explain_candidate, rules_pass
 from assembly.explain.steps import Step, step
+from assembly.learning.compiled import Ranked
 from integration.model import Slot, Variant
 
 log = structlog.get_logger()
@@ -158,25 +158,22 @@ def _conflict(
 ) -> Step:
     if len(tied) == 1:
         return step("conflicts", "pass", f"{winner.key} is the only eligible variant")
-    probs = model_scores(tied, env, slot)
+    ranked = model_ranking(tied, env, slot)
     scores = {
-        v.key: env.scorer.explain(v, visitor, env.now_ts, probs[i] if probs else None)
+        v.key: env.scorer.explain(v, visitor, env.now_ts, ranked.probs[i] if ranked else None)
         for i, (v, _) in enumerate(tied)
     }
     detail = f"{winner.key} wins among {len(tied)} at priority {winner.priority}"
     return step(
-        "conflicts", "decided", detail, {"scores": scores, "model": _choice(tied, probs, slot)}
+        "conflicts", "decided", detail, {"scores": scores, "model": _choice(tied, ranked, slot)}
     )
 
 
-def _choice(
-    tied: list[tuple[Variant, Match]], probs: list[float | None] | None, slot: Slot
-) -> dict[str, Any]:
+def _choice(tied: list[tuple[Variant, Match]], ranked: Ranked | None, slot: Slot) -> dict[str, Any]:
     """What `rules.model_choice` read: the threshold, the model's top variant, its runner-up,
     the confidence, and whether the model chose."""
     threshold = slot.model_threshold
-    ranked = confidence(probs) if probs is not None else None
-    if ranked is None:
+    if ranked is None or ranked.best < 0:
         return {
             "threshold": threshold,
             "top": None,
@@ -184,13 +181,12 @@ def _choice(
             "confidence": None,
             "chose": False,
         }
-    best, runner, sure = ranked
     return {
         "threshold": threshold,
-        "top": tied[best][0].key,
-        "runnerUp": tied[runner][0].key,
-        "confidence": sure,
-        "chose": threshold is not None and sure >= threshold,
+        "top": tied[ranked.best][0].key,
+        "runnerUp": tied[ranked.runner][0].key,
+        "confidence": ranked.sure,
+        "chose": threshold is not None and ranked.sure >= threshold,
     }
 
 

@@ -8,11 +8,14 @@ allocated per variant but the result.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from assembly.decisions.visitor import Visitor
 from assembly.learning.artifact import ArtifactDoc
 from assembly.learning.features import Encoder, Sparse
+from integration.model import Variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +24,32 @@ class Linear:
     weights: tuple[float, ...]
 
     def score(self, x: Sparse) -> float:
-        weights = self.weights
-        z = self.intercept
-        for index, value in x:
-            z += weights[index] * value
-        if z < -30:
-            return 0.0
-        return 1.0 / (1.0 + math.exp(-z))
+        return _sigmoid(self.intercept, self.weights, x)
+
+
+def _sigmoid(z: float, weights: tuple[float, ...], x: Sparse) -> float:
+    """The logistic of `z` plus the sparse dot product of `weights` and `x`."""
+    for index, value in x:
+        z += weights[index] * value
+    if z < -30:
+        return 0.0
+    return 1.0 / (1.0 + _exp(-z))
+
+
+_exp = math.exp
+
+
+class Ranked(NamedTuple):
+    """Tied variants under the model: each one's predicted conversion chance in order (None:
+    a variant the model has not seen), the top one's index, the runner-up's, and the
+    confidence `(p1 - p2) / p1`: how much better the top variant is predicted to convert than
+    the next best. Without a ranking (a variant unseen, no runner-up, nothing converts) the
+    indexes are -1 and the confidence is -1.0, below every threshold."""
+
+    probs: list[float | None]
+    best: int = -1
+    runner: int = -1
+    sure: float = -1.0
 
 
 class CompiledModel:
@@ -53,22 +75,49 @@ class VisitorScores:
 
     def score(self, slot_key: str, variant_key: str) -> float | None:
         """The predicted conversion chance, or None when the model has no such variant."""
-        scores = self.scores(slot_key, [variant_key])
-        return scores[0] if scores else None
+        variants = self.model.slots.get(slot_key)
+        linear = variants.get(variant_key) if variants is not None else None
+        return _sigmoid(linear.intercept, linear.weights, self._vector()) if linear else None
 
     def has_slot(self, slot_key: str) -> bool:
         return slot_key in self.model.slots
 
-    def scores(self, slot_key: str, variant_keys: list[str]) -> list[float | None] | None:
-        """`score` of each variant of one slot; None when the model has no such slot."""
+    def rank(self, slot_key: str, tied: Sequence[tuple[Variant, object]]) -> Ranked | None:
+        """Conflict resolution's eligible variants (each with its match) under the model, in
+        one loop with the dot products inline (the hot path); None when the model has no
+        such slot."""
         variants = self.model.slots.get(slot_key)
         if variants is None:
             return None
         x = self._x
         if x is None:
+            x = self._vector()
+        probs: list[float | None] = []
+        best = runner = -1
+        p1 = p2 = -1.0
+        complete = True
+        for i, (variant, _) in enumerate(tied):
+            linear = variants.get(variant.key)
+            if linear is None:
+                probs.append(None)
+                complete = False
+                continue
+            z = linear.intercept
+            weights = linear.weights
+            for index, value in x:
+                z += weights[index] * value
+            p = 0.0 if z < -30 else 1.0 / (1.0 + _exp(-z))
+            probs.append(p)
+            if p > p1:  # ties go to the first (the most recently published)
+                best, runner, p1, p2 = i, best, p, p1
+            elif p > p2:
+                runner, p2 = i, p
+        if not complete or runner < 0 or p1 <= 0:  # the model cannot rank what it has not seen
+            return Ranked(probs)
+        return Ranked(probs, best, runner, (p1 - p2) / p1)
+
+    def _vector(self) -> Sparse:
+        x = self._x
+        if x is None:
             x = self._x = self.model.encoder.encode(self.visitor)
-        out: list[float | None] = []
-        for key in variant_keys:
-            linear = variants.get(key)
-            out.append(linear.score(x) if linear is not None else None)
-        return out
+        return x

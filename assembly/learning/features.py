@@ -49,21 +49,8 @@ _KINDS = {"bool": _BOOL, "number": _NUMBER, "category": _CATEGORY}
 Leaf = tuple[int, int, tuple[str, ...], str | None]  # index, kind, path under the top, value
 
 
-def _descend(node: Any, parts: tuple[str, ...]) -> Any:
-    """The leaf at `parts` under a top-level part of the document (`a` or `a.b`)."""
-    for part in parts:
-        if type(node) is not dict and not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _number(value: Any) -> float:
-    if type(value) is not int and type(value) is not float:
-        return 0.0  # bool is neither
-    if not value > 0 or value == math.inf:
-        return 0.0
-    return math.log1p(value)
+_INF = math.inf
+_log1p = math.log1p
 
 
 class Encoder:
@@ -83,21 +70,33 @@ class Encoder:
         self._groups = list(groups.items())
 
     def encode(self, visitor: Visitor) -> Sparse:
+        """The sparse vector, zeros left out: a leaf is found by its path through mappings
+        (anything else on the way: missing); a number feature is `log1p(x)` for an int or
+        float above 0 and finite, else 0 (bool is neither). Runs once per page view with a
+        model in force, so it is one flat loop."""
         out: Sparse = []
         audiences = visitor.audiences
         if audiences:
-            out.extend((i, 1.0) for i, key in self._audiences if key in audiences)
+            for i, key in self._audiences:
+                if key in audiences:
+                    out.append((i, 1.0))
         doc = visitor.doc
         for top, leaves in self._groups:
             base = doc.get(top)
             if not base:
                 continue
             for index, kind, parts, wanted in leaves:
-                leaf = _descend(base, parts)
+                leaf = base
+                for part in parts:
+                    if type(leaf) is dict or isinstance(leaf, Mapping):
+                        leaf = leaf.get(part)
+                    else:
+                        leaf = None
+                        break
                 if kind == _NUMBER:
-                    value = _number(leaf)
-                    if value:
-                        out.append((index, value))
+                    number = type(leaf)
+                    if (number is int or number is float) and leaf > 0 and leaf != _INF:
+                        out.append((index, _log1p(leaf)))
                 elif (leaf is True) if kind == _BOOL else (leaf == wanted):
                     out.append((index, 1.0))
         return out

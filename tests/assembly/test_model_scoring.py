@@ -7,6 +7,7 @@ import functools
 import math
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,9 +15,13 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from assembly.decisions.visitor import build_visitor
 from assembly.learning.artifact import decode, encode
+from assembly.learning.compiled import CompiledModel, Ranked, VisitorScores
 from assembly.learning.exceptions import ModelInvalid
 from assembly.learning.store import ModelStore
+from assembly.ports import Profile
+from assembly.schemas import AssembleRequest
 from core.redis import Keys
 from tests.assembly.support import ADMIN, Client, assemble, decision_app, runtime
 from tests.support.demo import publish, with_fields
@@ -125,6 +130,42 @@ def test_artifact_round_trips_and_refuses_tampering() -> None:
         decode(orjson.dumps(tampered))
     with pytest.raises(ModelInvalid, match="not JSON"):
         decode(raw[: len(raw) // 2])
+
+
+def ranked_for(audiences: list[str], keys: list[str]) -> Ranked | None:
+    model = CompiledModel(decode(encode(body(1))))
+    request = AssembleRequest.model_validate({"template": "home", "user": {"id": "u1"}})
+    visitor = build_visitor(request, Profile(audiences=frozenset(audiences)), 0.0)
+    tied = [(SimpleNamespace(key=key), None) for key in keys]
+    return VisitorScores(model, visitor).rank("home.hero", tied)  # type: ignore[arg-type]
+
+
+def test_the_ranking_names_the_top_variant_its_runner_up_and_the_confidence() -> None:
+    ranked = ranked_for(["cart_abandoners"], ["hero-video", "hero-cart", "hero-returning"])
+    assert ranked is not None
+    assert [round(p or 0, 6) for p in ranked.probs] == [0.05, 0.24, 0.06]
+    assert (ranked.best, ranked.runner) == (1, 2)
+    assert ranked.sure == pytest.approx((0.24 - 0.06) / 0.24)
+
+
+def test_the_model_ranks_nothing_it_has_not_seen_and_ties_go_to_the_first() -> None:
+    unseen = ranked_for(["cart_abandoners"], ["hero-cart", "hero-new"])
+    assert unseen is not None
+    assert unseen.probs[1] is None
+    assert (unseen.best, unseen.runner, unseen.sure) == (-1, -1, -1.0), "below every threshold"
+    tie = ranked_for([], ["hero-cart", "hero-video"])  # 0.05 each
+    assert tie is not None
+    assert (tie.best, tie.runner) == (0, 1)
+    assert tie.sure == pytest.approx(0.0)
+    assert ranked_for([], ["hero-cart"]) is not None
+    assert ranked_for([], ["hero-cart"]).sure == -1.0, "one variant: no runner-up"  # type: ignore[union-attr]
+    model = CompiledModel(decode(encode(body(1))))
+    assert (
+        VisitorScores(model, build_visitor(AssembleRequest(template="home"), None)).rank(
+            "home.cta", []
+        )
+        is None
+    ), "no model for the slot"
 
 
 def test_artifact_schema_is_enforced() -> None:
