@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core import cluster as clusters
-from core.resp import pack, pack_all
+from core.resp import as_map, pack, pack_all
 
 log = structlog.get_logger()
 
@@ -247,5 +247,5 @@ async def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[A
 
 def _shape(reply: Any, shape: str) -> Any:
     if shape == "map" and isinstance(reply, list):  # RESP2: a flat list of names and values
-        return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
+        return as_map(reply)
     return reply

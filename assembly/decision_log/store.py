@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 
 from core.cluster import cluster_of
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.resp import text
 
 VISITOR_KINDS = (user_visitor, anonymous_visitor)  # a visitor id names either kind
 
@@ -142,7 +143,7 @@ class DecisionLogStore:
         )
         if not found:
             return None
-        records = await self._records([_text(found[0])])
+        records = await self._records([text(found[0])])
         return records[0] if records else None
 
     async def around(self, visitor_id: str, start_ms: int, end_ms: int) -> tuple[list[Any], int]:
@@ -153,7 +154,7 @@ class DecisionLogStore:
                 key = self._keys.decision_log_visitor(kind(visitor_id))
                 pipe.zrangebyscore(key, start_ms, end_ms, withscores=True)
             found = await pipe.execute()
-        members = sorted({_text(m): s for rows in found for m, s in rows}.items(), key=_by_score)
+        members = sorted({text(m): s for rows in found for m, s in rows}.items(), key=_by_score)
         records = await self._records([m for m, _ in members])
         return records, len(members) - len(records)
 
@@ -170,7 +171,3 @@ class DecisionLogStore:
 
 def _by_score(item: tuple[str, float]) -> float:
     return item[1]
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw

@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from assembly.insights.config import InsightsSettings
 from assembly.insights.exceptions import InvalidWindow
 from assembly.insights.reader import Bounds
 from assembly.insights.service import run_insights, write_reports
+from core.progress import stage_bars
 from core.redis import Keys, connect, keys_for
 from core.settings import StoreSettings
 
@@ -37,20 +37,6 @@ def bounds_of(settings: InsightsSettings) -> Bounds:
     )
 
 
-class _Bar:
-    """rich progress bars, one per stage (events, profiles, analysis)."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[str, TaskID] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        task = self._tasks.get(stage)
-        if task is None:
-            task = self._tasks[stage] = self._progress.add_task(stage, total=total or None)
-        self._progress.update(task, completed=done, total=total or None)
-
-
 async def insights_command(
     redis: Redis,
     keys: Keys,
@@ -62,15 +48,14 @@ async def insights_command(
     console: Console,
 ) -> tuple[dict[str, Any], Path, Path]:
     seconds = parse_window(window)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with stage_bars(console) as progress:
         report = await run_insights(
             redis,
             keys,
             goal=goal,
             window_seconds=seconds,
             bounds=bounds_of(settings),
-            progress=_Bar(progress),
+            progress=progress,
         )
     json_path, html_path = write_reports(report, out)
     return report, json_path, html_path

@@ -9,14 +9,16 @@ a request: `cli.py insights` calls it, and the admin route only serves the finis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 
+from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.resp import text
 from core.streams import pages
 from segment_sync.profiles.state import decode_row
 from segment_sync.profiles.store import PROFILE_FIELDS
@@ -24,9 +26,6 @@ from segment_sync.stream.apply import Entry, entry
 from segment_sync.stream.pipeline import decode_entry
 
 log = structlog.get_logger()
-
-Progress = Callable[[str, int, int], None]
-"""(stage, done, total) — total 0 when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +51,6 @@ class Recorded:
     truncated: list[str]
     window_start: float
     window_end: float
-
-
-def _noop(stage: str, done: int, total: int) -> None:
-    return None
 
 
 def _visitor_id(message: dict[str, Any]) -> str | None:
@@ -118,7 +113,7 @@ async def read_recorded(
     window_seconds: float,
     bounds: Bounds,
     now: float | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> Recorded:
     end = time.time() if now is None else now
     start = end - window_seconds
@@ -156,7 +151,7 @@ async def _read_stream(
         stopped=collector._truncate,
     ):
         for raw_id, fields in rows:
-            collector.add(_text(raw_id), fields)
+            collector.add(text(raw_id), fields)
         progress("events", collector.events, bounds.max_events)
 
 
@@ -176,7 +171,3 @@ async def _read_profiles(
             visitors[vid].traits = state.traits
             visitors[vid].audiences = set(state.audiences)
         progress("profiles", min(begin + batch, len(ids)), len(ids))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,10 +17,11 @@ from assembly.insights.candidates import candidates
 from assembly.insights.config import HTML_NAME, JSON_NAME
 from assembly.insights.html import render
 from assembly.insights.model import ModelResult, fit
-from assembly.insights.reader import Bounds, Progress, _noop, read_recorded
+from assembly.insights.reader import Bounds, read_recorded
 from assembly.insights.rules import Rule, best_per_feature, rules_for, score_rules
 from assembly.insights.sequences import frequent_sequences
 from assembly.insights.table import Table, build_table, features_of
+from core.progress import Progress, no_progress
 from core.redis import Keys
 
 log = structlog.get_logger()
@@ -34,7 +35,7 @@ async def run_insights(
     window_seconds: float,
     bounds: Bounds,
     now: float | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     started = time.monotonic()
     recorded = await read_recorded(

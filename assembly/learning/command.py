@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from assembly.insights.command import _Bar, parse_window
+from assembly.insights.command import parse_window
 from assembly.learning.config import LearningSettings
 from assembly.learning.service import TrainRequest, train
+from core.progress import stage_bars
 from core.redis import connect, keys_for
 from core.settings import StoreSettings
 
@@ -25,12 +25,9 @@ async def run_command(
 ) -> tuple[str, dict[str, Any]]:
     request = TrainRequest(goal=goal, window_seconds=parse_window(window), publish=publish)
     redis, _ = connect(store)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            summary = await train(
-                redis, keys_for(store), request, settings, progress=_Bar(progress)
-            )
+        with stage_bars(console) as progress:
+            summary = await train(redis, keys_for(store), request, settings, progress=progress)
     finally:
         await redis.aclose()
     return _line(summary), summary

@@ -31,12 +31,13 @@ from redis.asyncio import Redis
 from assembly.decision_log.record import profile_of
 from assembly.decisions.visitor import Visitor, build_visitor
 from assembly.schemas import AssembleRequest
+from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.resp import text
 from core.streams import pages
 from segment_sync.stream.apply import entry
 from segment_sync.stream.pipeline import decode_entry
 
-Progress = Callable[[str, int, int], None]
 _DROPPED_SIGNALS = ("recentEvents", "cart", "at")
 _SERVED = ("variant", "experiment")
 
@@ -68,10 +69,6 @@ class Recorded:
     truncated: list[str] = field(default_factory=list)
 
 
-def _noop(stage: str, done: int, total: int) -> None:
-    return None
-
-
 def _same(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
@@ -83,10 +80,6 @@ def _ids(user: Any, anonymous: Any) -> tuple[str, ...]:
     if isinstance(anonymous, str) and anonymous:
         out.append(anonymous_visitor(anonymous))
     return tuple(out)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def exposures_of(record: dict[str, Any], seen: set[tuple[str, str]]) -> list[Exposure]:
@@ -136,7 +129,7 @@ async def read_exposures(
     *,
     since: float,
     bounds: Bounds,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     shape: Callable[[dict[str, Any]], dict[str, Any]] = _same,
 ) -> Recorded:
     """The first exposures in the decision log from `since` on; `shape` may rewrite each
@@ -169,7 +162,7 @@ async def read_goals(
     since: float,
     bounds: Bounds,
     recorded: Recorded,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> dict[str, dict[str, list[float]]]:
     """Goal event → visitor id → sorted times of that event, from `since` on: one pass over the
     stream for every goal (the pass's event budget is shared, so one read per goal would starve
@@ -195,7 +188,7 @@ async def read_goals(
             found = times.get(event) if message.get("type") == "track" and event else None
             if found is None:
                 continue
-            at = entry(_text(raw_id), message, source).at
+            at = entry(text(raw_id), message, source).at
             recorded.goals += 1
             for vid in _ids(message.get("userId"), message.get("anonymousId")):
                 found.setdefault(vid, []).append(at)

@@ -11,10 +11,11 @@ from redis.asyncio import Redis
 
 from assembly.learning.artifact import encode
 from assembly.learning.config import LearningSettings
-from assembly.learning.data import Bounds, Progress, _noop, label, read_exposures, read_goals
+from assembly.learning.data import Bounds, label, read_exposures, read_goals
 from assembly.learning.exceptions import NothingToTrain
 from assembly.learning.store import ModelStore
 from assembly.learning.train import FitLimits, artifact_body, feature_specs, fit_slots
+from core.progress import Progress, no_progress
 from core.redis import Keys
 
 log = structlog.get_logger()
@@ -42,7 +43,7 @@ async def train(
     settings: LearningSettings,
     *,
     now: float | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """The summary of the run; the artifact is published unless `request.publish` is false."""
     started = time.monotonic()

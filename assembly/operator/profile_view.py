@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from assembly.decisions.state import decode_assignments
 from assembly.ports import Profile, ProfileReader
 from core.redis import Keys
+from core.resp import text
 
 
 async def visitor_json(
@@ -99,11 +100,7 @@ def _sessions(row: Mapping[str, str]) -> list[dict[str, Any]]:
 
 
 def _text(row: Mapping[Any, Any]) -> dict[str, str]:
-    return {_str(k): _str(v) for k, v in row.items()}
-
-
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return {text(k): text(v) for k, v in row.items()}
 
 
 def _int(value: str) -> int:

@@ -20,6 +20,7 @@ import structlog
 from redis.asyncio import Redis
 
 from core.redis import Keys, anonymous_visitor, user_visitor
+from core.resp import as_map
 from segment_sync.config import SignalRules
 from segment_sync.exceptions import ProfileErasureFailed
 from segment_sync.profiles.profile import Profile
@@ -31,7 +32,7 @@ from segment_sync.profiles.state import (
     decode_row,
     merge_into,
 )
-from segment_sync.stream.transactions import Session, failed, pairs, session
+from segment_sync.stream.transactions import Session, failed, session
 
 log = structlog.get_logger()
 
@@ -169,13 +170,13 @@ class RedisProfileStore:
         _, row, now = await tx.roundtrip(
             [("WATCH", keys.profile(vid)), ("HGETALL", keys.profile(vid)), ("TIME",)]
         )
-        state = decode_row(pairs(row))
+        state = decode_row(as_map(row))
         canonical = state.canonical or vid
         if canonical != vid:
             _, row = await tx.roundtrip(
                 [("WATCH", keys.profile(canonical)), ("HGETALL", keys.profile(canonical))]
             )
-            state = decode_row(pairs(row))
+            state = decode_row(as_map(row))
         ids = sorted({vid, canonical, *state.links})
         names = [key for v in ids for key in await self._visitor_keys(v)]
         logged = await self._logged_decisions(ids)

@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 
 from core import cluster as clusters
 from core.redis import Keys
+from core.resp import as_map
 from segment_sync import metrics
 from segment_sync.config import SegmentSettings
 from segment_sync.exceptions import SegmentSyncError
@@ -46,7 +47,7 @@ from segment_sync.profiles.identity import World, message_ids
 from segment_sync.profiles.signals import apply_event
 from segment_sync.profiles.state import AUDIENCE_TIMES_FIELD, ProfileState, decode_row, encode_view
 from segment_sync.stream.pipeline import TRUSTED_SOURCES
-from segment_sync.stream.transactions import Session, failed, pairs, session
+from segment_sync.stream.transactions import Session, failed, session
 from segment_sync.tracking.schemas import Invalid, parse_timestamp
 
 log = structlog.get_logger()
@@ -259,7 +260,7 @@ class BatchApplier:
         error = failed(replies)
         if error is not None:
             raise error
-        rows = {c: pairs(r) for c, r in zip(candidates, replies[1:], strict=False)}
+        rows = {c: as_map(r) for c, r in zip(candidates, replies[1:], strict=False)}
         at = 1 + len(candidates)
         seen = {}
         for (vid, mids), scores in zip(checks.items(), replies[at:], strict=False):

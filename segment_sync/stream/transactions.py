@@ -3,7 +3,7 @@
 redis-py runs the reads between `WATCH` and `MULTI` one round trip each; a batch of events
 touches hundreds of profiles, so this sends them all at once on one pooled connection. Replies
 are raw (no response callbacks), RESP2 or RESP3 as the connection negotiated: `HGETALL` is a
-flat list or a map (see `pairs`), `EXEC` a list, or None when a watched key changed.
+flat list or a map (`core.resp.as_map`), `EXEC` a list, or None when a watched key changed.
 
 On a Redis Cluster a transaction may only touch one hash slot. `SpreadSession` keeps the same
 interface over one connection per slot: reads and `WATCH`es go to each key's master at once, and
@@ -287,15 +287,6 @@ def _executed(replies: _Replies, spots: list[_Spot]) -> list[Any] | None:
             return None
         results.extend(reply if isinstance(reply, list) else [reply])
     return results
-
-
-def pairs(reply: Any) -> dict[bytes, bytes]:
-    """A raw `HGETALL` reply as a dict (a RESP3 map already is one, RESP2 is a flat list)."""
-    if isinstance(reply, dict):
-        return reply
-    if not isinstance(reply, list):
-        return {}
-    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
 
 
 def failed(replies: Iterable[Any]) -> ResponseError | None:
