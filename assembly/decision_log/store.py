@@ -10,7 +10,9 @@
   members scored by decision time (ms), the newest `DECISIONS_LOG_VISITOR_MAX` kept, expiring
   after the log's age: "visitor X around 14:02" is one `ZRANGEBYSCORE` per id kind.
 
-An index member whose stream entry is trimmed reads as "no longer logged".
+An index member whose stream entry is trimmed reads as "no longer logged". The member format is
+shared with erasure, which forgets a visitor's records from below this package
+(`core.decision_index`).
 
 On a Redis Cluster a script touches one hash slot: the stream and the ids index share one
 (`Keys`), and the visitor indexes, each in its visitor's slot, are written by a pipeline after
@@ -29,6 +31,7 @@ import orjson
 from redis.asyncio import Redis
 
 from core.cluster import cluster_of
+from core.decision_index import stream_id_of
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import text
 
@@ -163,7 +166,7 @@ class DecisionLogStore:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for member in members:
-                stream_id = member.split(":", 1)[1]
+                stream_id = stream_id_of(member)
                 pipe.xrange(self._keys.decision_log, stream_id, stream_id)
             found = await pipe.execute()
         return [orjson.loads(rows[0][1][b"r"]) for rows in found if rows]

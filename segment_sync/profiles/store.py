@@ -19,6 +19,7 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 
+from core import decision_index
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import as_map
 from segment_sync.config import SignalRules
@@ -179,7 +180,8 @@ class RedisProfileStore:
             state = decode_row(as_map(row))
         ids = sorted({vid, canonical, *state.links})
         names = [key for v in ids for key in await self._visitor_keys(v)]
-        logged = await self._logged_decisions(ids)
+        # Read before the erasure deletes the visitor indexes with the rest of their keys.
+        logged = await decision_index.visitor_members(self._redis, self._keys, ids)
         stamp = int(now[0]) * 1000 + int(now[1]) // 1000
         commands: list[Sequence[Any]] = [("MULTI",)]
         if names:
@@ -196,25 +198,11 @@ class RedisProfileStore:
         await self._forget_decisions(logged)
         return len(ids) if names else 0
 
-    async def _logged_decisions(self, ids: Sequence[str]) -> list[str]:
-        """The visitor's entries in the decision log (`<decisionId>:<stream id>`), read before
-        the erasure deletes their index."""
-        members: list[str] = []
-        for v in ids:
-            found = await self._redis.zrange(self._keys.decision_log_visitor(v), 0, -1)
-            members.extend(raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found)
-        return members
-
     async def _forget_decisions(self, members: Sequence[str]) -> None:
         """Erase the visitor's logged decisions too: the records carry their profile facts."""
-        if not members:
-            return
-        stream_ids = [m.rsplit(":", 1)[1] for m in members]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xdel(self._keys.decision_log, *stream_ids)
-            pipe.zrem(self._keys.decision_log_ids, *members)
-            await pipe.execute()
-        log.info("segment.profile.decisions_erased", records=len(members))
+        await decision_index.forget(self._redis, self._keys, members)
+        if members:
+            log.info("segment.profile.decisions_erased", records=len(members))
 
     async def _visitor_keys(self, vid: str) -> list[str]:
         """Every key of one visitor id: ours and other packages' counters (one SCAN)."""
