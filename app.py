@@ -151,7 +151,6 @@ class AppServices:
     package's part by type (`core.services.started`).
     """
 
-    settings: AppSettings
     admin: AdminAccess
     readiness: Readiness
     integration: IntegrationServices
@@ -262,7 +261,6 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
     )
     admin = settings.service.admin_token
     return AppServices(
-        settings=settings,
         admin=AdminAccess(admin.get_secret_value() if admin else None),
         readiness=Readiness(with_model_status(integration.readiness, assembly.decisions.models)),
         integration=integration,

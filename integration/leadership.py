@@ -26,9 +26,9 @@ log = structlog.get_logger()
 class SyncLeadership:
     """Whether this replica leads the periodic sync, kept current by `keep()`."""
 
-    def __init__(self, lease: SyncLock, ttl_seconds: float) -> None:
+    def __init__(self, lease: SyncLock) -> None:
         self._lease = lease
-        self._period = ttl_seconds / 3
+        self._period = lease.ttl_seconds / 3
         self._asking = asyncio.Lock()  # one question to Redis at a time
         self.held = False
 

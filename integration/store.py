@@ -423,6 +423,10 @@ class SyncLock:
     def owner(self) -> str:
         return self._owner
 
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl_ms / 1000
+
     async def acquire(self) -> bool:
         return bool(await self._redis.set(self._key, self._owner, nx=True, px=self._ttl_ms))
 

@@ -141,8 +141,7 @@ def build_integration(
         sync=SyncService(content_source(settings), content, validate=holder.prepare),
         lock=SyncLock(redis, keys.sync_lock, ttl_seconds=settings.sync_lease_seconds),
         leader=SyncLeadership(
-            SyncLock(redis, keys.sync_leader, ttl_seconds=settings.sync_lease_seconds),
-            settings.sync_lease_seconds,
+            SyncLock(redis, keys.sync_leader, ttl_seconds=settings.sync_lease_seconds)
         ),
         tasks=tasks or BackgroundTasks(),
     )

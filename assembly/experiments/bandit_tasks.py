@@ -55,12 +55,18 @@ def bandit_arms(library: Library) -> list[Arms]:
 
 
 async def update_bandits(
-    redis: Redis, keys: Keys, settings: DecisionSettings, library: Library, now: float
+    redis: Redis,
+    keys: Keys,
+    settings: DecisionSettings,
+    library: Library,
+    now: float,
+    bandits: list[Arms] | None = None,
 ) -> list[Allocation]:
-    """New weights for every running bandit whose allocation is due; the ones stored."""
+    """New weights for every running bandit whose allocation is due (`bandits`: the library's,
+    when already found); the ones stored."""
     store = AllocationStore(redis, keys, settings.bandit_history)
     stored = []
-    for arms in bandit_arms(library):
+    for arms in bandit_arms(library) if bandits is None else bandits:
         allocation = await _update(redis, keys, store, arms, settings, now)
         if allocation is not None:
             stored.append(allocation)
@@ -121,14 +127,14 @@ async def bandit_forever(
     while True:
         await asyncio.sleep(settings.bandit_update_seconds)
         library = libraries.library
-        if library is None or not bandit_arms(library):
+        bandits = bandit_arms(library) if library is not None else []
+        if library is None or not bandits:
             continue
         try:
             async with lock.held() as mine:
                 if mine:
-                    await update_bandits(redis, keys, settings, library, time.time())
-                    arms = bandit_arms(library)
-                    await update_contextual(redis, keys, settings, arms, time.time())
+                    await update_bandits(redis, keys, settings, library, time.time(), bandits)
+                    await update_contextual(redis, keys, settings, bandits, time.time())
         except (RedisError, OSError) as exc:
             reraise_if_cancelling(exc)
             log.warning("assembly.bandit.update_failed", error=str(exc))

@@ -13,7 +13,7 @@ from tests.support.waiting import eventually
 
 
 def leadership(redis: Redis, keys: Keys, ttl: float = 3.0) -> SyncLeadership:
-    return SyncLeadership(SyncLock(redis, keys.sync_leader, ttl_seconds=ttl), ttl)
+    return SyncLeadership(SyncLock(redis, keys.sync_leader, ttl_seconds=ttl))
 
 
 async def test_only_one_of_several_replicas_leads(redis: Redis, keys: Keys) -> None:
