@@ -39,9 +39,8 @@ from assembly.wiring import AssemblyPorts, AssemblyServices, start_assembly
 from assembly.writer import EXPOSURE_SOURCE
 from core.admin import AdminAccess
 from core.apidocs import router as apidocs_router
-from core.cors import CORSMiddleware
 from core.errors import install_error_handlers
-from core.limits import BodyLimitMiddleware, BodyTimeoutMiddleware
+from core.guard import HttpGuard
 from core.logging import configure_from_environment, configure_logging
 from core.openapi import error_contract
 from core.ops import Readiness
@@ -50,7 +49,6 @@ from core.redis import Keys, connect, keys_for
 from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings, deferred
 from core.tasks import BackgroundTasks
-from core.timing import LatencyMiddleware
 from integration.config import ContentfulSettings
 from integration.preview_source import preview_source
 from integration.wiring import IntegrationServices, build_integration, start_integration
@@ -333,7 +331,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     if settings is None:  # `uvicorn app:app`: JSON logs before uvicorn's own first line
         configure_from_environment()
     service = deferred(settings.service if settings else None)
-    install_error_handlers(app)
+    install_error_handlers(app, catch_all=False)  # HttpGuard answers unexpected errors
     app.include_router(ops_router)
     app.include_router(assemble_router)
     app.include_router(webhooks_router)
@@ -348,11 +346,11 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     app.include_router(apidocs_router)
     app.router.routes.insert(0, assemble_fast_route)
     app.add_middleware(
-        BodyLimitMiddleware, settings=service, limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS}
+        HttpGuard,
+        settings=service,
+        limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS},
+        cors_paths=("/v1/assemble", *TRACKING_LIMITS),
     )
-    app.add_middleware(BodyTimeoutMiddleware, settings=service)
-    app.add_middleware(CORSMiddleware, settings=service, paths=("/v1/assemble", *TRACKING_LIMITS))
-    app.add_middleware(LatencyMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -1,4 +1,5 @@
-"""CORS for the browser-facing routes: `/v1/assemble` and the tracking API.
+"""CORS for the browser-facing routes: `/v1/assemble` and the tracking API (applied by
+`core.guard.HttpGuard`).
 
 An allow-list (`BRIDGE_CORS_ORIGINS`), closed when empty. No credentials (cookies, HTTP auth
 managed by the browser) are ever allowed; a write key travels in the body or an explicit
@@ -9,11 +10,9 @@ managed by the browser) are ever allowed; a write key travels in the body or an 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import orjson
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from core.settings import ServiceSettings
 
@@ -21,46 +20,28 @@ ALLOWED_METHODS = "POST"
 ALLOWED_HEADERS = frozenset({"content-type", "authorization", "content-encoding"})
 
 
-class CORSMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, settings: Callable[[], ServiceSettings], paths: Iterable[str]
-    ) -> None:
-        self._app = app
-        self._settings = settings
-        self._paths = frozenset(paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self._paths:
-            await self._app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
-        if origin is None:
-            await self._app(scope, receive, send)
-            return
-        settings = self._settings()
-        allowed = _allowed(origin, settings.cors_origin_list)
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await _preflight(send, origin, allowed, headers, settings)
-            return
-        if not allowed:
-            await self._app(scope, receive, send)
-            return
-        await self._app(scope, receive, _with_origin(send, origin))
+def origin_of(scope: Scope) -> str | None:
+    """The request's `Origin` header (browsers send one on cross-origin requests)."""
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            text: str = value.decode("latin-1")
+            return text
+    return None
 
 
-def _allowed(origin: str, origins: tuple[str, ...]) -> bool:
+def is_preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and any(
+        name == b"access-control-request-method" for name, _ in scope["headers"]
+    )
+
+
+def response_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    """What an allowed origin's answer carries."""
+    return [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
+
+
+def allowed(origin: str, origins: tuple[str, ...]) -> bool:
     return "*" in origins or origin.rstrip("/") in origins
-
-
-def _with_origin(send: Send, origin: str) -> Send:
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            extra = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
-            message = {**message, "headers": [*message.get("headers", ()), *extra]}
-        await send(message)
-
-    return wrapped
 
 
 def _refusal(origin: str, allowed: bool, headers: Headers) -> str | None:
@@ -80,10 +61,11 @@ def _refusal(origin: str, allowed: bool, headers: Headers) -> str | None:
     return None
 
 
-async def _preflight(
-    send: Send, origin: str, allowed: bool, headers: Headers, settings: ServiceSettings
+async def preflight(
+    send: Send, origin: str, allowed: bool, scope: Scope, settings: ServiceSettings
 ) -> None:
-    refusal = _refusal(origin, allowed, headers)
+    """Answer a preflight: 204 with what is allowed, or a JSON 403 that says why not."""
+    refusal = _refusal(origin, allowed, Headers(scope=scope))
     if refusal is not None:
         body = orjson.dumps({"error": "CORSRequestRefused", "detail": refusal})
         status = 403

@@ -159,16 +159,18 @@ def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
     return cached
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error answers JSON `{"error", "detail"}`; call before adding other middleware
-    (the catch-all for unexpected errors must sit inside them, so they see a 500 answer)."""
+def install_error_handlers(app: FastAPI, *, catch_all: bool = True) -> None:
+    """Every error answers JSON `{"error", "detail"}`. `catch_all`: add the middleware that
+    answers unexpected errors (the service's `core.guard.HttpGuard` does it itself); call it
+    before adding other middleware, so they see the 500 answer."""
     app.add_exception_handler(BridgeError, _bridge_error)
     app.add_exception_handler(RedisConnectionError, _store_error)
     app.add_exception_handler(RedisTimeoutError, _store_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(UnexpectedErrors)
+    if catch_all:
+        app.add_middleware(UnexpectedErrors)
 
 
 class UnexpectedErrors:
@@ -196,19 +198,28 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            request_id = request_id_of(scope)
-            structlog.get_logger().exception(  # a fresh logger: the config of the moment
-                "http.unexpected_error",
-                request_id=request_id,
-                method=scope.get("method"),
-                path=scope.get("path"),
-            )
-            if started:  # too late for an answer: the client sees the connection end
+            if not await answer_unexpected(scope, receive, send, started=started):
                 raise
-            detail = f"an unexpected error occurred; request id {request_id}"
-            response = error_response(500, "InternalError", detail)
-            response.headers[REQUEST_ID_HEADER] = request_id
-            await response(scope, receive, send)
+
+
+async def answer_unexpected(scope: Scope, receive: Receive, send: Send, *, started: bool) -> bool:
+    """Called in an `except` block: log the error being handled with a request id and answer
+    a JSON 500 carrying it; False when the answer had already started (too late: the caller
+    re-raises, the client sees the connection end)."""
+    request_id = request_id_of(scope)
+    structlog.get_logger().exception(  # a fresh logger: the config of the moment
+        "http.unexpected_error",
+        request_id=request_id,
+        method=scope.get("method"),
+        path=scope.get("path"),
+    )
+    if started:
+        return False
+    detail = f"an unexpected error occurred; request id {request_id}"
+    response = error_response(500, "InternalError", detail)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    await response(scope, receive, send)
+    return True
 
 
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -10,7 +10,7 @@
   server could accept nothing at all, not even `/healthz`);
 - JSON `{"error", "detail"}` bodies for the answers the server writes itself (400, 408, 503).
 
-Slow bodies are bounded by `core.limits.BodyTimeoutMiddleware`, which works under any server.
+Slow bodies are bounded by `core.guard.HttpGuard` (its body deadline), under any server.
 `uvicorn app:app --http core.server:BridgeHttpProtocol` gets the same protection as `cli.py serve`.
 """
 

@@ -1,4 +1,4 @@
-"""Request latency histogram as a pure ASGI middleware (cheap on the hot path).
+"""Request latency histogram, observed by `core.guard.HttpGuard` for every request.
 
 Requests are labelled by their route's path template: FastAPI routes put themselves in the
 scope (`route`); plain Starlette routes (the fast `/v1/assemble`) only put their endpoint, so
@@ -7,19 +7,19 @@ their path is looked up from the app's routes. Anything else is `unmatched`.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from core.metrics import REQUEST_LATENCY
 
 
-class LatencyMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-        self._children: dict[tuple[str, str, str], object] = {}
+class LatencyRecorder:
+    """Observes each request's latency under its route's label (children cached)."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, str], Any] = {}
         self._endpoint_paths: dict[Any, str] | None = None
 
     def route_label(self, scope: Scope) -> str:
@@ -34,25 +34,9 @@ class LatencyMiddleware:
             self._endpoint_paths = {r.endpoint: r.path for r in routes if isinstance(r, Route)}
         return self._endpoint_paths.get(endpoint, "unmatched")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._app(scope, receive, record)
-        finally:
-            labels = (self.route_label(scope), scope["method"], f"{status // 100}xx")
-            child = self._children.get(labels)
-            if child is None:
-                child = REQUEST_LATENCY.labels(*labels)
-                self._children[labels] = child
-            child.observe(time.perf_counter() - started)  # type: ignore[attr-defined]
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        labels = (self.route_label(scope), scope["method"], f"{status // 100}xx")
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = REQUEST_LATENCY.labels(*labels)
+        child.observe(seconds)
