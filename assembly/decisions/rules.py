@@ -144,7 +144,8 @@ def resolve(
     else the best score, then the first (most recent)."""
     if len(tied) == 1:
         return tied[0][0], tied[0][1][0]
-    ranked = model_ranking(tied, env, slot)
+    model = env.model  # `model_ranking`, inlined: once per conflict
+    ranked = model.rank(slot.key, tied) if model is not None and slot is not None else None
     if ranked is None:
         scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
     else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from assembly.decisions.visitor import Visitor
@@ -18,8 +17,9 @@ from assembly.learning.features import Encoder, Sparse
 from integration.model import Variant
 
 
-@dataclass(frozen=True, slots=True)
-class Linear:
+class Linear(NamedTuple):
+    """One variant's logistic model (a tuple: the hot loop unpacks it)."""
+
     intercept: float
     weights: tuple[float, ...]
 
@@ -102,8 +102,7 @@ class VisitorScores:
                 probs.append(None)
                 complete = False
                 continue
-            z = linear.intercept
-            weights = linear.weights
+            z, weights = linear
             for index, value in x:
                 z += weights[index] * value
             p = 0.0 if z < -30 else 1.0 / (1.0 + _exp(-z))
