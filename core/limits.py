@@ -6,8 +6,9 @@ as it streams and stopped at the limit. Limits are per path prefix (longest pref
 default is `BRIDGE_MAX_BODY_BYTES`.
 
 The deadline bounds the time a request body may take to arrive
-(`BRIDGE_BODY_TIMEOUT_SECONDS`, counted from the end of the headers): a slow client gets 408
-and its connection is closed. Neither h11 nor httptools in uvicorn has such a deadline (their
+(`BRIDGE_BODY_TIMEOUT_SECONDS`, counted from the end of the headers, kept by
+`core.deadlines.COARSE`, so up to a quarter second late): a slow client gets 408 and its
+connection is closed. Neither h11 nor httptools in uvicorn has such a deadline (their
 only timeout is keep-alive between requests), so it lives here and works under any server.
 An upload the client abandons is logged as one `http.request_aborted` line, not a traceback.
 """
@@ -21,6 +22,7 @@ import orjson
 import structlog
 from starlette.types import Message, Receive, Scope, Send
 
+from core.deadlines import COARSE
 from core.errors import BridgeError, PayloadTooLarge
 from core.settings import ServiceSettings
 
@@ -104,12 +106,25 @@ def guarded_body(
         nonlocal body_done, seen
         if body_done:  # later reads only wait for a disconnect
             return await receive()
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        watch = COARSE.watch(deadline, expire)  # a sweep, not a timer: see core.deadlines
         try:
-            async with asyncio.timeout_at(deadline):
-                message = await receive()
-        except TimeoutError:
+            message = await receive()
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:  # someone else's cancel
+                raise
             on_timeout()
             raise RequestTimeout(f"the request body did not arrive within {seconds:g} s") from None
+        finally:
+            watch.forget()
         if message["type"] == "http.disconnect":
             log.info("http.request_aborted", method=scope["method"], path=scope["path"])
             raise RequestAborted("the client closed the connection before its body arrived")

@@ -24,6 +24,7 @@ import orjson
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from core.deadlines import COARSE, Watch
 from core.metrics import CONNECTIONS_REFUSED
 from core.settings import ServiceSettings
 
@@ -65,7 +66,8 @@ class BridgeHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         if not type(self).header_timeout:
             _configure_from_environment(type(self))
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_watch: Watch | None = None
+        self._linger: asyncio.TimerHandle | None = None
         self._refusing = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -91,8 +93,7 @@ class BridgeHttpProtocol(HttpToolsProtocol):
             return
         if transport.can_write_eof():
             transport.write_eof()
-        # the head timer's slot holds the linger timer: connection_lost cancels either
-        self._head_timer = self.loop.call_later(LINGER_SECONDS, transport.close)
+        self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
         if not self._refusing:  # a refused connection's request is read and dropped
@@ -100,6 +101,9 @@ class BridgeHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -115,16 +119,19 @@ class BridgeHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        """The head deadline is swept (`core.deadlines`), not a timer per request: up to a
+        quarter second late, and no libuv timer armed and cancelled on every request."""
+        if self._head_watch is None:
+            deadline = self.loop.time() + self.header_timeout
+            self._head_watch = COARSE.watch(deadline, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._head_watch is not None:
+            self._head_watch.forget()
+            self._head_watch = None
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_watch = None
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:
