@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from fastapi import Request
+from starlette.types import Scope
 
 from core.errors import ServiceUnavailable
 
@@ -30,7 +31,12 @@ class Services(Protocol):
 
 def started(request: Request, kind: type[T]) -> T:
     """The started app's part of type `kind` (a FastAPI dependency getter calls this)."""
-    services: Services | None = getattr(request.app.state, "services", None)
+    return started_in(request.scope, kind)
+
+
+def started_in(scope: Scope, kind: type[T]) -> T:
+    """`started` for a plain ASGI endpoint, from its scope."""
+    services: Services | None = getattr(scope["app"].state, "services", None)
     if services is None:
         raise NotStarted("the service is starting or stopping; retry shortly")
     return services.part(kind)

@@ -62,12 +62,19 @@ def _targets(node: ast.AST) -> list[ast.AST]:
 
 
 def _is_state(node: ast.AST | None) -> bool:
-    """`app.state` or `<anything>.app.state` (such as `request.app.state`)."""
+    """`app.state`, `<anything>.app.state` (such as `request.app.state`) or
+    `<anything>["app"].state` (an ASGI scope's app)."""
     if not (isinstance(node, ast.Attribute) and node.attr == "state"):
         return False
     owner = node.value
-    return (isinstance(owner, ast.Name) and owner.id == "app") or (
-        isinstance(owner, ast.Attribute) and owner.attr == "app"
+    return (
+        (isinstance(owner, ast.Name) and owner.id == "app")
+        or (isinstance(owner, ast.Attribute) and owner.attr == "app")
+        or (
+            isinstance(owner, ast.Subscript)
+            and isinstance(owner.slice, ast.Constant)
+            and owner.slice.value == "app"
+        )
     )
 
 
@@ -80,12 +87,14 @@ class TestSourceScan:
             "setattr(request.app.state, 'z', 2)\n"
             "v = request.app.state.services\n"
             "w = request.state.per_request\n"
+            "u = scope['app'].state.services\n"
         )
         kinds = {line: kind for line, kind in app_state_uses(source) if kind == "write"}
         assert sorted(kinds) == [1, 2, 3, 4]
         reads = [line for line, kind in app_state_uses(source) if kind == "read"]
         assert 5 in reads
         assert 6 not in reads, "request.state is per request, not the app's"
+        assert 7 in reads, "an ASGI scope's app is the app"
 
     def test_no_module_but_app_py_writes_app_state(self) -> None:
         writes = [
