@@ -232,6 +232,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         tasks,
     )
     ports = AssemblyPorts(
+        event_streams=tuple(keys.event_streams(settings.segment.stream_shards)),
         holder=integration.holder,
         profiles=RedisProfileStore(redis, keys),
         sink=functools.partial(

@@ -373,7 +373,14 @@ def insights(
     configure_logging("warning", json=True)
     try:
         summary = asyncio.run(
-            run_command(settings.store, goal=goal, window=window, out=out, console=console)
+            run_command(
+                settings.store,
+                goal=goal,
+                window=window,
+                out=out,
+                console=console,
+                shards=settings.segment.stream_shards,
+            )
         )
     except BridgeError as exc:
         console.print(exc.detail, markup=False)
@@ -422,6 +429,7 @@ def train_model(
                 publish=publish,
                 settings=learning,
                 console=console,
+                shards=settings.segment.stream_shards,
             )
         )
     except BridgeError as exc:

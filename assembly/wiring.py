@@ -51,6 +51,8 @@ class DecisionRuntime:
     engine: DecisionEngine
     models: ModelHolder
     bandits: AllocationWatcher
+    event_streams: tuple[str, ...] = ()
+    """The event stream's shards, where the contextual bandit's fits find goal events."""
 
     @staticmethod
     def build(
@@ -60,6 +62,7 @@ class DecisionRuntime:
         libraries: LibrarySource,
         profiles: PipelinedProfiles,
         sink: EventSink,
+        event_streams: tuple[str, ...] = (),
     ) -> DecisionRuntime:
         pending = PendingWrites()
         switches = KillSwitchStore(redis, keys)
@@ -81,6 +84,7 @@ class DecisionRuntime:
             engine=DecisionEngine(settings, switches=watcher, models=serving, allocations=bandits),
             models=models,
             bandits=bandits,
+            event_streams=event_streams,
         )
 
     async def start(self, tasks: BackgroundTasks) -> None:
@@ -99,7 +103,9 @@ class DecisionRuntime:
         )
         tasks.spawn(self.bandits.run(), name="bandit-weights-watch")
         tasks.spawn(
-            bandit_forever(self.redis, self.keys, self.settings, self.libraries),
+            bandit_forever(
+                self.redis, self.keys, self.settings, self.libraries, self.event_streams
+            ),
             name="bandit-update",
         )
 
@@ -118,6 +124,8 @@ class AssemblyPorts:
     """The Preview API (None: no CONTENTFUL_PREVIEW_TOKEN)."""
     on_miss: Callable[[str], None] | None = None
     """Told of a known user without a stored profile (the Profile API pull)."""
+    event_streams: tuple[str, ...] = ()
+    """Every shard of the event stream (empty: the one stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +157,13 @@ async def start_assembly(
 ) -> AssemblyServices:
     """Build the services, then run their tasks in `tasks` until `stack` closes."""
     decisions = DecisionRuntime.build(
-        redis, keys, settings, ports.holder, ports.profiles, sink=ports.sink
+        redis,
+        keys,
+        settings,
+        ports.holder,
+        ports.profiles,
+        sink=ports.sink,
+        event_streams=ports.event_streams,
     )
     decision_log = DecisionLog.build(redis, keys, settings, ports.holder)
     service = AssemblyService(

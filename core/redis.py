@@ -200,6 +200,10 @@ class Keys:
         """Stream of accepted messages, read by the consumer group."""
         return self._events("")
 
+    def event_streams(self, shards: int) -> list[str]:
+        """Every shard's stream: what a reader of all accepted events must read."""
+        return [self.events_shard(shard, shards) for shard in range(shards)]
+
     def events_shard(self, shard: int, shards: int = 1) -> str:
         """Stream `shard` of `shards` (`SEGMENT_STREAM_SHARDS`). Shard 0 of one is
         `events_stream` (single node or cluster); on a single node shard i is

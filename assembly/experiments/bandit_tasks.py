@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import structlog
 from redis.asyncio import Redis
@@ -120,9 +121,14 @@ def _expected(current: Allocation | None, arms: Arms, total: int) -> dict[str, f
 
 
 async def bandit_forever(
-    redis: Redis, keys: Keys, settings: DecisionSettings, libraries: LibrarySource
+    redis: Redis,
+    keys: Keys,
+    settings: DecisionSettings,
+    libraries: LibrarySource,
+    event_streams: Sequence[str] = (),
 ) -> None:
-    """Update the bandits every `bandit_update_seconds`, on the replica holding the lease."""
+    """Update the bandits every `bandit_update_seconds`, on the replica holding the lease
+    (contextual fits read goal events from `event_streams`, every shard; empty: one)."""
     lock = SyncLock(redis, keys.bandit_lease, LEASE_SECONDS)
     while True:
         await asyncio.sleep(settings.bandit_update_seconds)
@@ -134,7 +140,9 @@ async def bandit_forever(
             async with lock.held() as mine:
                 if mine:
                     await update_bandits(redis, keys, settings, library, time.time(), bandits)
-                    await update_contextual(redis, keys, settings, bandits, time.time())
+                    await update_contextual(
+                        redis, keys, settings, bandits, time.time(), event_streams
+                    )
         except (RedisError, OSError) as exc:
             reraise_if_cancelling(exc)
             log.warning("assembly.bandit.update_failed", error=str(exc))

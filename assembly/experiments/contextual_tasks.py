@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -48,9 +49,15 @@ def arm_shape(keys: set[str]) -> Any:
 
 
 async def update_contextual(
-    redis: Redis, keys: Keys, settings: DecisionSettings, arms: list[Arms], now: float
+    redis: Redis,
+    keys: Keys,
+    settings: DecisionSettings,
+    arms: list[Arms],
+    now: float,
+    event_streams: Sequence[str] = (),
 ) -> list[str]:
-    """Fit and store the due contextual bandits' parameters; the experiments stored."""
+    """Fit and store the due contextual bandits' parameters; the experiments stored. Goal
+    events come from `event_streams` (every shard of the event stream; empty: the one)."""
     store = AllocationStore(redis, keys, settings.bandit_history)
     due = [a for a in arms if a.experiment.mode == "contextual" and a.experiment.goal_event]
     previous = {a.experiment.key: await _params(store, a.experiment.key) for a in due}
@@ -75,6 +82,7 @@ async def update_contextual(
         since=since,
         bounds=bounds,
         recorded=recorded,
+        streams=list(event_streams) or None,
     )
     stored = []
     for experiment in due:

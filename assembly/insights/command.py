@@ -46,6 +46,7 @@ async def insights_command(
     out: Path,
     settings: InsightsSettings,
     console: Console,
+    shards: int = 1,
 ) -> tuple[dict[str, Any], Path, Path]:
     seconds = parse_window(window)
     with stage_bars(console) as progress:
@@ -55,6 +56,7 @@ async def insights_command(
             goal=goal,
             window_seconds=seconds,
             bounds=bounds_of(settings),
+            streams=keys.event_streams(shards),
             progress=progress,
         )
     json_path, html_path = write_reports(report, out)
@@ -62,9 +64,16 @@ async def insights_command(
 
 
 async def run_command(
-    store: StoreSettings, *, goal: str, window: str, out: Path | None, console: Console
+    store: StoreSettings,
+    *,
+    goal: str,
+    window: str,
+    out: Path | None,
+    console: Console,
+    shards: int = 1,
 ) -> str:
-    """What `cli.py insights` runs: one client, the reports written, a one-line summary back."""
+    """What `cli.py insights` runs: one client, the reports written, a one-line summary back.
+    `shards`: the event stream's (`SEGMENT_STREAM_SHARDS`), every one of them is read."""
     settings = InsightsSettings()
     redis, _ = connect(store)
     try:
@@ -76,6 +85,7 @@ async def run_command(
             out=out or settings.dir,
             settings=settings,
             console=console,
+            shards=shards,
         )
     finally:
         await redis.aclose()

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import text
-from core.streams import pages
+from core.streams import pages_of
 from segment_sync.profiles.state import decode_row
 from segment_sync.profiles.store import PROFILE_FIELDS
 from segment_sync.stream.apply import Entry, entry
@@ -113,13 +113,17 @@ async def read_recorded(
     window_seconds: float,
     bounds: Bounds,
     now: float | None = None,
+    streams: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> Recorded:
+    """The window's events, from every shard of the event stream (`streams`; default: one
+    shard), and the profiles of the visitors they name."""
     end = time.time() if now is None else now
     start = end - window_seconds
     deadline = time.monotonic() + bounds.time_budget_seconds
     collector = _Collector(bounds)
-    await _read_stream(redis, keys, collector, int(start * 1000), deadline, progress)
+    streams = streams or [keys.events_stream]
+    await _read_stream(redis, streams, collector, int(start * 1000), deadline, progress)
     visitors = collector.merged()
     await _read_profiles(redis, keys, visitors, bounds.batch, progress)
     log.info(
@@ -133,16 +137,16 @@ async def read_recorded(
 
 async def _read_stream(
     redis: Redis,
-    keys: Keys,
+    streams: Sequence[str],
     collector: _Collector,
     start_ms: int,
     deadline: float,
     progress: Progress,
 ) -> None:
     bounds = collector.bounds
-    async for rows in pages(
+    async for rows in pages_of(
         redis,
-        keys.events_stream,
+        streams,
         since_ms=start_ms,
         batch=bounds.batch,
         room=lambda: bounds.max_events - collector.events,

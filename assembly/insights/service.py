@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,18 @@ async def run_insights(
     window_seconds: float,
     bounds: Bounds,
     now: float | None = None,
+    streams: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> dict[str, Any]:
     started = time.monotonic()
     recorded = await read_recorded(
-        redis, keys, window_seconds=window_seconds, bounds=bounds, now=now, progress=progress
+        redis,
+        keys,
+        window_seconds=window_seconds,
+        bounds=bounds,
+        now=now,
+        streams=streams,
+        progress=progress,
     )
     table = build_table(recorded, goal)
     progress("analysis", 0, 3)

@@ -22,12 +22,19 @@ async def run_command(
     publish: bool,
     settings: LearningSettings,
     console: Console,
+    shards: int = 1,
 ) -> tuple[str, dict[str, Any]]:
+    """What `cli.py train` runs; `shards`: the event stream's (`SEGMENT_STREAM_SHARDS`), every
+    one of them is read for goal events."""
     request = TrainRequest(goal=goal, window_seconds=parse_window(window), publish=publish)
     redis, _ = connect(store)
     try:
         with stage_bars(console) as progress:
-            summary = await train(redis, keys_for(store), request, settings, progress=progress)
+            keys = keys_for(store)
+            streams = keys.event_streams(shards)
+            summary = await train(
+                redis, keys, request, settings, streams=streams, progress=progress
+            )
     finally:
         await redis.aclose()
     return _line(summary), summary

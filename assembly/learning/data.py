@@ -19,7 +19,7 @@ import asyncio
 import bisect
 import dataclasses
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,7 @@ from assembly.schemas import AssembleRequest
 from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import text
-from core.streams import pages
+from core.streams import pages, pages_of
 from segment_sync.stream.apply import entry
 from segment_sync.stream.pipeline import decode_entry
 
@@ -162,15 +162,16 @@ async def read_goals(
     since: float,
     bounds: Bounds,
     recorded: Recorded,
+    streams: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> dict[str, dict[str, list[float]]]:
     """Goal event → visitor id → sorted times of that event, from `since` on: one pass over the
-    stream for every goal (the pass's event budget is shared, so one read per goal would starve
-    the later goals)."""
+    event stream's shards (`streams`; default: one shard) for every goal (the pass's event
+    budget is shared, so one read per goal would starve the later goals)."""
     times: dict[str, dict[str, list[float]]] = {goal: {} for goal in goals}
-    async for rows in pages(
+    async for rows in pages_of(
         redis,
-        keys.events_stream,
+        streams or [keys.events_stream],
         since_ms=int(since * 1000),
         batch=bounds.batch,
         room=lambda: bounds.max_events - recorded.events_read,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,9 +44,11 @@ async def train(
     settings: LearningSettings,
     *,
     now: float | None = None,
+    streams: Sequence[str] | None = None,
     progress: Progress = no_progress,
 ) -> dict[str, Any]:
-    """The summary of the run; the artifact is published unless `request.publish` is false."""
+    """The summary of the run; the artifact is published unless `request.publish` is false.
+    `streams`: the event stream's shards (default: one)."""
     started = time.monotonic()
     since = (time.time() if now is None else now) - request.window_seconds
     bounds = bounds_of(settings)
@@ -57,6 +60,7 @@ async def train(
         since=since,
         bounds=bounds,
         recorded=recorded,
+        streams=streams,
         progress=progress,
     )
     label(recorded.exposures, goals[request.goal], settings.attribution_seconds)

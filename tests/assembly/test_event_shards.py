@@ -1,0 +1,92 @@
+"""With the event stream in shards (`SEGMENT_STREAM_SHARDS` > 1), training, insights and the
+contextual bandit's fits read goal events from every shard, not the first alone."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from assembly.insights.reader import Bounds as InsightsBounds
+from assembly.insights.reader import read_recorded
+from assembly.learning.data import Bounds, Recorded, read_goals
+from core.redis import Keys
+from segment_sync.config import Ingest
+from segment_sync.stream.pipeline import TRACKING, enqueue
+
+SHARDS = 3
+GOAL = "Order Completed"
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def plant(redis: Redis, keys: Keys, now: float, visitors: int = 60) -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "track", "event": GOAL, "userId": f"u{i}", "timestamp": _iso(now - 600)}
+        for i in range(visitors)
+    ]
+    await enqueue(redis, keys, events, TRACKING, ingest=Ingest(shards=SHARDS))
+
+
+async def test_every_shard_holds_some_and_goal_reading_finds_them_all(
+    redis: Redis, keys: Keys
+) -> None:
+    now = time.time()
+    await plant(redis, keys, now)
+    streams = keys.event_streams(SHARDS)
+    lengths = [await redis.xlen(stream) for stream in streams]
+    assert all(lengths), "the visitors spread over the shards"
+    assert sum(lengths) == 60
+    recorded = Recorded([])
+    goals = await read_goals(
+        redis,
+        keys,
+        goals=[GOAL],
+        since=now - 3600,
+        bounds=Bounds(),
+        recorded=recorded,
+        streams=streams,
+    )
+    assert len(goals[GOAL]) == 60
+    first_only = await read_goals(
+        redis, keys, goals=[GOAL], since=now - 3600, bounds=Bounds(), recorded=Recorded([])
+    )
+    assert len(first_only[GOAL]) == lengths[0], "the default reads one stream, as before"
+
+
+async def test_insights_read_every_shard(redis: Redis, keys: Keys) -> None:
+    now = time.time()
+    await plant(redis, keys, now)
+    recorded = await read_recorded(
+        redis,
+        keys,
+        window_seconds=3600,
+        bounds=InsightsBounds(),
+        now=now,
+        streams=keys.event_streams(SHARDS),
+    )
+    assert recorded.events_read == 60
+    assert len(recorded.visitors) == 60
+
+
+async def test_the_event_cap_is_shared_by_the_shards_and_reported_once(
+    redis: Redis, keys: Keys
+) -> None:
+    now = time.time()
+    await plant(redis, keys, now)
+    recorded = Recorded([])
+    await read_goals(
+        redis,
+        keys,
+        goals=[GOAL],
+        since=now - 3600,
+        bounds=Bounds(max_events=25, batch=10),
+        recorded=recorded,
+        streams=keys.event_streams(SHARDS),
+    )
+    assert recorded.events_read == 25
+    assert recorded.truncated == ["max_events"]
