@@ -200,10 +200,6 @@ class Keys:
         """Stream of accepted messages, read by the consumer group."""
         return self._events("")
 
-    def event_streams(self, shards: int) -> list[str]:
-        """Every shard's stream: what a reader of all accepted events must read."""
-        return [self.events_shard(shard, shards) for shard in range(shards)]
-
     def events_shard(self, shard: int, shards: int = 1) -> str:
         """Stream `shard` of `shards` (`SEGMENT_STREAM_SHARDS`). Shard 0 of one is
         `events_stream` (single node or cluster); on a single node shard i is
@@ -376,3 +372,8 @@ def _redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def event_streams(keys: Keys, shards: int) -> list[str]:
+    """Every shard's stream (`Keys.events_shard`): what a reader of all accepted events reads."""
+    return [keys.events_shard(shard, shards) for shard in range(shards)]

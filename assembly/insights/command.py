@@ -15,7 +15,7 @@ from assembly.insights.exceptions import InvalidWindow
 from assembly.insights.reader import Bounds
 from assembly.insights.service import run_insights, write_reports
 from core.progress import stage_bars
-from core.redis import Keys, connect, keys_for
+from core.redis import Keys, connect, event_streams, keys_for
 from core.settings import StoreSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,7 +56,7 @@ async def insights_command(
             goal=goal,
             window_seconds=seconds,
             bounds=bounds_of(settings),
-            streams=keys.event_streams(shards),
+            streams=event_streams(keys, shards),
             progress=progress,
         )
     json_path, html_path = write_reports(report, out)

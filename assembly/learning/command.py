@@ -10,7 +10,7 @@ from assembly.insights.command import parse_window
 from assembly.learning.config import LearningSettings
 from assembly.learning.service import TrainRequest, train
 from core.progress import stage_bars
-from core.redis import connect, keys_for
+from core.redis import connect, event_streams, keys_for
 from core.settings import StoreSettings
 
 
@@ -31,7 +31,7 @@ async def run_command(
     try:
         with stage_bars(console) as progress:
             keys = keys_for(store)
-            streams = keys.event_streams(shards)
+            streams = event_streams(keys, shards)
             summary = await train(
                 redis, keys, request, settings, streams=streams, progress=progress
             )
