@@ -45,7 +45,7 @@ from core.logging import configure_from_environment, configure_logging
 from core.openapi import error_contract
 from core.ops import Readiness
 from core.ops import router as ops_router
-from core.redis import Keys, connect, event_streams, keys_for
+from core.redis import Keys, connect, keys_for
 from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings, deferred
 from core.tasks import BackgroundTasks
@@ -55,7 +55,7 @@ from integration.wiring import IntegrationServices, build_integration, start_int
 from segment_sync.config import SegmentSettings
 from segment_sync.profiles.store import RedisProfileStore
 from segment_sync.stream.consumer import Hook
-from segment_sync.stream.pipeline import enqueue
+from segment_sync.stream.pipeline import enqueue, streams
 from segment_sync.tracking.router import router as tracking_router
 from segment_sync.tracking.service import Refreshing, only_events
 from segment_sync.webhook_config import SegmentWebhookSettings
@@ -232,7 +232,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         tasks,
     )
     ports = AssemblyPorts(
-        event_streams=tuple(event_streams(keys, settings.segment.stream_shards)),
+        event_streams=streams(keys, settings.segment.stream_shards),
         holder=integration.holder,
         profiles=RedisProfileStore(redis, keys),
         sink=functools.partial(

@@ -372,8 +372,3 @@ def _redact(url: str) -> str:
         return url
     scheme, rest = url.split("://", 1)
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
-
-
-def event_streams(keys: Keys, shards: int) -> list[str]:
-    """Every shard's stream (`Keys.events_shard`): what a reader of all accepted events reads."""
-    return [keys.events_shard(shard, shards) for shard in range(shards)]

@@ -82,7 +82,7 @@ async def update_contextual(
         since=since,
         bounds=bounds,
         recorded=recorded,
-        streams=list(event_streams) or None,
+        streams=event_streams or None,
     )
     stored = []
     for experiment in due:

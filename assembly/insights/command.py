@@ -15,8 +15,9 @@ from assembly.insights.exceptions import InvalidWindow
 from assembly.insights.reader import Bounds
 from assembly.insights.service import run_insights, write_reports
 from core.progress import stage_bars
-from core.redis import Keys, connect, event_streams, keys_for
+from core.redis import Keys, connect, keys_for
 from core.settings import StoreSettings
+from segment_sync.stream.pipeline import streams as event_streams
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import text
-from core.streams import pages_of
+from core.streams import pages
 from segment_sync.profiles.state import decode_row
 from segment_sync.profiles.store import PROFILE_FIELDS
 from segment_sync.stream.apply import Entry, entry
@@ -144,7 +144,7 @@ async def _read_stream(
     progress: Progress,
 ) -> None:
     bounds = collector.bounds
-    async for rows in pages_of(
+    async for rows in pages(
         redis,
         streams,
         since_ms=start_ms,

@@ -10,8 +10,9 @@ from assembly.insights.command import parse_window
 from assembly.learning.config import LearningSettings
 from assembly.learning.service import TrainRequest, train
 from core.progress import stage_bars
-from core.redis import connect, event_streams, keys_for
+from core.redis import connect, keys_for
 from core.settings import StoreSettings
+from segment_sync.stream.pipeline import streams as event_streams
 
 
 async def run_command(

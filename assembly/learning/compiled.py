@@ -23,12 +23,10 @@ class Linear(NamedTuple):
     intercept: float
     weights: tuple[float, ...]
 
-    def score(self, x: Sparse) -> float:
-        return _sigmoid(self.intercept, self.weights, x)
-
 
 def _sigmoid(z: float, weights: tuple[float, ...], x: Sparse) -> float:
-    """The logistic of `z` plus the sparse dot product of `weights` and `x`."""
+    """The logistic of `z` plus the sparse dot product of `weights` and `x` (`rank` inlines
+    the same arithmetic in its loop: the hot path)."""
     for index, value in x:
         z += weights[index] * value
     if z < -30:

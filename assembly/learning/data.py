@@ -34,7 +34,7 @@ from assembly.schemas import AssembleRequest
 from core.progress import Progress, no_progress
 from core.redis import Keys, anonymous_visitor, user_visitor
 from core.resp import text
-from core.streams import pages, pages_of
+from core.streams import pages
 from segment_sync.stream.apply import entry
 from segment_sync.stream.pipeline import decode_entry
 
@@ -138,7 +138,7 @@ async def read_exposures(
     seen: set[tuple[str, str]] = set()
     async for rows in pages(
         redis,
-        keys.decision_log,
+        [keys.decision_log],
         since_ms=int(since * 1000),
         batch=bounds.batch,
         room=lambda: bounds.max_decisions - recorded.decisions_read,
@@ -169,7 +169,7 @@ async def read_goals(
     event stream's shards (`streams`; default: one shard) for every goal (the pass's event
     budget is shared, so one read per goal would starve the later goals)."""
     times: dict[str, dict[str, list[float]]] = {goal: {} for goal in goals}
-    async for rows in pages_of(
+    async for rows in pages(
         redis,
         streams or [keys.events_stream],
         since_ms=int(since * 1000),

@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 from assembly.insights.reader import Bounds as InsightsBounds
 from assembly.insights.reader import read_recorded
 from assembly.learning.data import Bounds, Recorded, read_goals
-from core.redis import Keys, event_streams
+from core.redis import Keys
 from segment_sync.config import Ingest
 from segment_sync.stream.pipeline import TRACKING, enqueue
+from segment_sync.stream.pipeline import streams as shard_streams
 
 SHARDS = 3
 GOAL = "Order Completed"
@@ -37,7 +38,7 @@ async def test_every_shard_holds_some_and_goal_reading_finds_them_all(
 ) -> None:
     now = time.time()
     await plant(redis, keys, now)
-    streams = event_streams(keys, SHARDS)
+    streams = shard_streams(keys, SHARDS)
     lengths = [await redis.xlen(stream) for stream in streams]
     assert all(lengths), "the visitors spread over the shards"
     assert sum(lengths) == 60
@@ -67,7 +68,7 @@ async def test_insights_read_every_shard(redis: Redis, keys: Keys) -> None:
         window_seconds=3600,
         bounds=InsightsBounds(),
         now=now,
-        streams=event_streams(keys, SHARDS),
+        streams=shard_streams(keys, SHARDS),
     )
     assert recorded.events_read == 60
     assert len(recorded.visitors) == 60
@@ -86,7 +87,7 @@ async def test_the_event_cap_is_shared_by_the_shards_and_reported_once(
         since=now - 3600,
         bounds=Bounds(max_events=25, batch=10),
         recorded=recorded,
-        streams=event_streams(keys, SHARDS),
+        streams=shard_streams(keys, SHARDS),
     )
     assert recorded.events_read == 25
     assert recorded.truncated == ["max_events"]
