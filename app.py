@@ -33,6 +33,7 @@ from assembly.preview.config import PreviewSettings
 from assembly.preview.router import router as preview_router
 from assembly.router import fast_route as assemble_fast_route
 from assembly.router import router as assemble_router
+from assembly.router import serve_assemble
 from assembly.schemas import AssembleRequest
 from assembly.store import read_counts, record_conversion
 from assembly.wiring import AssemblyPorts, AssemblyServices, start_assembly
@@ -351,6 +352,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         settings=service,
         limits={"/webhooks/": 1024 * 1024, **TRACKING_LIMITS},
         cors_paths=("/v1/assemble", *TRACKING_LIMITS),
+        direct={("POST", "/v1/assemble"): serve_assemble},
     )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

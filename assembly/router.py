@@ -42,8 +42,8 @@ async def assemble(request: Request) -> Response:
 
 async def serve_assemble(scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/assemble` as a plain ASGI app: the body read from `receive`, the pre-encoded
-    answer sent as two messages. Errors raised here are rendered by the app's handlers, as
-    for any route."""
+    answer sent as two messages. `core.guard.HttpGuard` calls it directly (a `direct` route)
+    and renders its errors as the app's handlers do; `fast_route` serves it on other ways in."""
     parsed = _parse(await _body(receive))
     if parsed.preview:
         request = Request(scope, receive)

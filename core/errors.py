@@ -90,8 +90,25 @@ def describe_validation(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
-async def _bridge_error(_: Request, exc: Exception) -> OrjsonResponse:
-    assert isinstance(exc, BridgeError)
+KNOWN_ERRORS = (
+    BridgeError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    RequestValidationError,
+    ValidationError,
+)
+
+
+def known_error(exc: Exception) -> OrjsonResponse | None:
+    """The answer to an error we know how to render without a request (`BridgeError`, an
+    untranslated Redis failure, a pydantic validation error); None for any other."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        detail = f"the store is unavailable ({type(exc).__name__}); retry shortly"
+        exc = StoreUnavailable(detail)  # never a text 500
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return error_response(422, "InvalidRequest", describe_validation(list(exc.errors())))
+    if not isinstance(exc, BridgeError):
+        return None
     if exc.status_code >= 500:
         log.warning("http.error", error=exc.name, detail=exc.detail)
     response = error_response(exc.status_code, exc.name, exc.detail)
@@ -101,15 +118,10 @@ async def _bridge_error(_: Request, exc: Exception) -> OrjsonResponse:
     return response
 
 
-async def _store_error(request: Request, exc: Exception) -> OrjsonResponse:
-    """A Redis failure nobody translated: 503 `StoreUnavailable`, never a text 500."""
-    detail = f"the store is unavailable ({type(exc).__name__}); retry shortly"
-    return await _bridge_error(request, StoreUnavailable(detail))
-
-
-async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
-    assert isinstance(exc, RequestValidationError | ValidationError)
-    return error_response(422, "InvalidRequest", describe_validation(list(exc.errors())))
+async def _known_error(_: Request, exc: Exception) -> OrjsonResponse:
+    response = known_error(exc)
+    assert response is not None  # registered only for the kinds `known_error` renders
+    return response
 
 
 _BODY_NOT_JSON = "There was an error parsing the body"  # FastAPI's 400 for a body it cannot decode
@@ -163,11 +175,8 @@ def install_error_handlers(app: FastAPI, *, catch_all: bool = True) -> None:
     """Every error answers JSON `{"error", "detail"}`. `catch_all`: add the middleware that
     answers unexpected errors (the service's `core.guard.HttpGuard` does it itself); call it
     before adding other middleware, so they see the 500 answer."""
-    app.add_exception_handler(BridgeError, _bridge_error)
-    app.add_exception_handler(RedisConnectionError, _store_error)
-    app.add_exception_handler(RedisTimeoutError, _store_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ValidationError, _validation_error)
+    for kind in KNOWN_ERRORS:
+        app.add_exception_handler(kind, _known_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     if catch_all:
         app.add_middleware(UnexpectedErrors)

@@ -2,7 +2,8 @@
 
 Requests are labelled by their route's path template: FastAPI routes put themselves in the
 scope (`route`); plain Starlette routes (the fast `/v1/assemble`) only put their endpoint, so
-their path is looked up from the app's routes. Anything else is `unmatched`.
+their path is looked up from the app's routes; the guard's direct routes are labelled by the
+guard. Anything else is `unmatched`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class LatencyRecorder:
             self._endpoint_paths = {r.endpoint: r.path for r in routes if isinstance(r, Route)}
         return self._endpoint_paths.get(endpoint, "unmatched")
 
-    def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        labels = (self.route_label(scope), scope["method"], f"{status // 100}xx")
+    def observe(self, scope: Scope, status: int, seconds: float, route: str | None = None) -> None:
+        """`route`: the label when the caller knows it (a direct route of the guard)."""
+        labels = (route or self.route_label(scope), scope["method"], f"{status // 100}xx")
         child = self._children.get(labels)
         if child is None:
             child = self._children[labels] = REQUEST_LATENCY.labels(*labels)
