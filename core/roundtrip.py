@@ -6,9 +6,9 @@ profile and decision state live in the same cluster slot) the reads run as one `
 small read-only script that executes them and returns every reply; otherwise (two ids, or a
 store without scripting, like the embedded one) they go out in one write on one connection and
 the replies are read in order. Either way: one round trip, replies shaped as redis-py's
-callbacks shape them (`HGETALL` → dict). Errors and cancels (the caller's time budget ran out)
-drop the connection, so no reply is left unread on a connection that is used again.
-The connections are the reader's own (`OneRoundTrip`), to skip the pool's per-command costs.
+callbacks shape them (`HGETALL` → dict). The reads share one connection per server
+(`core.pipe`): the reads of one loop turn go out in one write, each caller gets its own
+replies, and a cancelled caller's (its time budget ran out) are read and dropped.
 On a Redis Cluster each visitor's reads go to the master of its slot (`core.cluster`); two ids
 in two slots are read from their two masters at once, so still one round trip of latency.
 """
@@ -16,7 +16,6 @@ in two slots are read from their two masters at once, so still one round trip of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from core import cluster as clusters
+from core.pipe import Pipe
 from core.resp import as_map, pack, pack_all
 
 log = structlog.get_logger()
@@ -101,29 +101,31 @@ def _embedded(redis: Redis) -> bool:
 
 
 class OneRoundTrip:
-    """Runs read batches on connections of its own (made by the client's pool factory).
+    """Runs read batches on pipes of its own (`core.pipe`: one connection per server, shared by
+    every read in flight, made by the client's pool factory).
 
     redis-py's pool spends more client CPU per command than the round trip itself (a lock,
-    a health probe, bookkeeping on take and release). A connection here is only ever put back
-    after every reply was read, so it needs no probe; one that fails or is cancelled is
-    dropped. A connection error on a reused connection (a restarted server closed it) drops
-    the idle ones and sends the batch again on a new one; a timeout is never retried. At most
-    `limit` connections are kept idle; `aclose` closes them.
+    a health probe, bookkeeping on take and release), and a connection per read costs a write
+    and a wake-up each. A pipe writes the reads of one loop turn at once and hands each reply
+    to its own caller, so a cancelled read (its budget ran out) never leaves a reply to
+    another. A connection error on a pipe that had served reads (a restarted server closed
+    it) sends the batch again, once, on a new pipe; a timeout is never retried. A pipe with
+    no reply for `stale_seconds` while reads wait is replaced. `aclose` closes them.
     """
 
-    def __init__(self, redis: Redis, *, limit: int = 64) -> None:
+    def __init__(self, redis: Redis, *, stale_seconds: float = 1.0) -> None:
         self._redis = redis
         self._cluster = clusters.cluster_of(redis)
-        self._idle: list[Any] = []  # single node; on a cluster, per master in `_idle_at`
-        self._idle_at: dict[str, list[Any]] = {}
-        self._limit = limit
+        self._pipes: dict[str | None, Pipe] = {}  # by master name on a cluster, else None
+        self._stale_seconds = stale_seconds
+        self._closing: set[asyncio.Task[None]] = set()  # replaced pipes being closed
         # Off for good once the store says it cannot run scripts. The embedded store (fakeredis)
         # can, but interprets Lua ~20x slower than it pipelines: it reads without scripting.
         self.scripting = not _embedded(redis)
 
     async def run(self, batch: RawCommands) -> list[Any]:
         if self._cluster is None:
-            return await self._run_on(batch, self._idle, None)
+            return await self._run_on(batch, None)
         try:
             return await self._run_cluster(self._cluster, batch)
         except (RedisError, OSError) as exc:
@@ -136,8 +138,7 @@ class OneRoundTrip:
         parts = batch.by_slot()
         runs = []
         for part, _ in parts.values():
-            node = clusters.node_for(cluster, part.keys[0])
-            runs.append(self._run_on(part, self._idle_at.setdefault(node.name, []), node))
+            runs.append(self._run_on(part, clusters.node_for(cluster, part.keys[0])))
         if len(runs) == 1:
             return await runs[0]
         results = await asyncio.gather(*runs)
@@ -147,39 +148,46 @@ class OneRoundTrip:
                 replies[position] = reply
         return replies
 
-    async def _run_on(self, batch: RawCommands, idle: list[Any], node: Any) -> list[Any]:
-        reused = bool(idle)
-        connection = idle.pop() if reused else self._new(node)
+    async def _run_on(self, batch: RawCommands, node: Any) -> list[Any]:
+        pipe = self._pipe(node)
         try:
-            replies = await self._on(connection, batch)
+            replies = await self._on(pipe, batch)
         except (RedisConnectionError, OSError):
-            await _discard(connection)
-            if not reused:
+            if not pipe.used or pipe is not self._pipes.get(_name(node)):
                 raise
-            # The server closed the idle connection (a restart): the command never reached
-            # it, so it is sent again, once, on a new connection, inside the caller's budget.
-            await _drop(idle)
-            connection = self._new(node)
-            try:
-                replies = await self._on(connection, batch)
-            except BaseException:
-                await _discard(connection)
-                raise
-        except BaseException:
-            # A timeout, or a cancel (the caller's budget ran out) mid-read: a reply may still
-            # be on its way, and the next command on this connection would read it as its own.
-            await _discard(connection)
-            raise
-        if len(idle) < self._limit:
-            idle.append(connection)
-        else:
-            await connection.disconnect()
+            # The server closed the pipe's connection (a restart) before this read reached
+            # it: sent again, once, on a new pipe, inside the caller's budget.
+            await self._replace(node)
+            replies = await self._on(self._pipe(node), batch)
         return [_shape(reply, shape) for reply, shape in zip(replies, batch.shapes, strict=True)]
 
+    def _pipe(self, node: Any) -> Pipe:
+        """The live pipe to `node` (None: the single server); a broken or stale one replaced."""
+        name = _name(node)
+        pipe = self._pipes.get(name)
+        if pipe is not None and not pipe.broken and not pipe.stale():
+            return pipe
+        if pipe is not None:
+            closing = asyncio.get_running_loop().create_task(pipe.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        pipe = self._pipes[name] = Pipe(self._new(node), stale_seconds=self._stale_seconds)
+        return pipe
+
+    async def _replace(self, node: Any) -> None:
+        pipe = self._pipes.pop(_name(node), None)
+        if pipe is not None:
+            await pipe.aclose()
+
     @property
-    def idle(self) -> int:
-        """Connections kept for reuse (every one of them with no reply left unread)."""
-        return len(self._idle) + sum(map(len, self._idle_at.values()))
+    def connections(self) -> int:
+        """Pipes open now (one per server read from)."""
+        return sum(1 for pipe in self._pipes.values() if not pipe.broken)
+
+    @property
+    def in_flight(self) -> int:
+        """Reads handed to a pipe and not answered yet (cancelled ones included)."""
+        return sum(pipe.in_flight for pipe in self._pipes.values())
 
     def _new(self, node: Any) -> Any:
         """A connection with the pool's settings but without its retry policy: a page view
@@ -189,60 +197,43 @@ class OneRoundTrip:
         else:
             connection = self._redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         connection.retry = Retry(NoBackoff(), 0)
-        # No per-command socket timeout either: redis-py would wrap every send in
-        # `asyncio.wait_for` (a new task) and every read in a timeout scope, ~10 us of a page
-        # view's CPU. Every caller runs under its own deadline, which cancels the read and so
-        # drops the connection (see `run`). Connecting keeps `socket_connect_timeout`.
+        # No socket timeout on reads: the pipe's reader waits for replies for as long as
+        # reads are in flight; every caller runs under its own deadline, and a pipe without
+        # replies is replaced (`stale_seconds`). Connecting keeps `socket_connect_timeout`.
         connection.socket_timeout = None
         return connection
 
-    async def _on(self, connection: Any, batch: RawCommands) -> list[Any]:
-        await connection.connect()  # a no-op once connected
+    async def _on(self, pipe: Pipe, batch: RawCommands) -> list[Any]:
         if self.scripting and batch.one_slot():
-            return await self._scripted(connection, batch)
-        return await _pipelined(connection, batch.commands)
+            return await self._scripted(pipe, batch)
+        return await pipe.call(pack_all(batch.commands), len(batch.commands))
 
     async def aclose(self) -> None:
-        await _drop(self._idle)
-        for idle in self._idle_at.values():
-            await _drop(idle)
+        pipes = list(self._pipes.values())
+        self._pipes.clear()
+        for pipe in pipes:
+            await pipe.aclose()
+        if self._closing:
+            await asyncio.wait(self._closing)
 
-    async def _scripted(self, connection: Any, batch: RawCommands) -> list[Any]:
+    async def _scripted(self, pipe: Pipe, batch: RawCommands) -> list[Any]:
         keys, args = batch.keys, batch.script_args()
         try:
-            return list(await _call(connection, ("EVALSHA", SHA, len(keys), *keys, *args)))
+            [reply] = await pipe.call(pack("EVALSHA", SHA, len(keys), *keys, *args), 1)
+            return list(reply)
         except ResponseError as exc:
             if isinstance(exc, NoScriptError):
-                return list(await _call(connection, ("EVAL", SCRIPT, len(keys), *keys, *args)))
+                [reply] = await pipe.call(pack("EVAL", SCRIPT, len(keys), *keys, *args), 1)
+                return list(reply)
             if "unknown command" not in str(exc):
                 raise
         self.scripting = False
         log.info("assembly.read_path.no_scripting", detail="reads go out as one pipelined write")
-        return await _pipelined(connection, batch.commands)
+        return await pipe.call(pack_all(batch.commands), len(batch.commands))
 
 
-async def _drop(idle: list[Any]) -> None:
-    """Close and forget the idle connections of one list."""
-    connections = list(idle)
-    idle.clear()
-    for connection in connections:
-        await connection.disconnect()
-
-
-async def _discard(connection: Any) -> None:
-    """Close a connection that must never be reused, without waiting on a hung server."""
-    with contextlib.suppress(RedisError, OSError):
-        await connection.disconnect(nowait=True)
-
-
-async def _call(connection: Any, command: tuple[Any, ...]) -> Any:
-    await connection.send_packed_command(pack(*command), check_health=False)
-    return await connection.read_response()
-
-
-async def _pipelined(connection: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
-    await connection.send_packed_command(pack_all(commands), check_health=False)
-    return [await connection.read_response() for _ in commands]
+def _name(node: Any) -> str | None:
+    return None if node is None else str(node.name)
 
 
 def _shape(reply: Any, shape: str) -> Any:
