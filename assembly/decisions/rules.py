@@ -152,8 +152,11 @@ def resolve(
         threshold = slot.model_threshold if slot is not None else None
         if threshold is not None and ranked.sure >= threshold:
             return model_choice(tied, ranked, threshold)
-        scorer, now_ts, probs = env.scorer, env.now_ts, ranked.probs
-        scores = [scorer.score(v, visitor, now_ts, probs[i]) for i, (v, _) in enumerate(tied)]
+        scorer, now_ts = env.scorer, env.now_ts
+        scores = [
+            scorer.score(v, visitor, now_ts, p)
+            for (v, _), p in zip(tied, ranked.probs, strict=True)
+        ]
     best = max(range(len(tied)), key=lambda i: (scores[i], -i))
     runner = max((i for i in range(len(tied)) if i != best), key=lambda i: (scores[i], -i))
     variant, (why, _) = tied[best]

@@ -35,6 +35,9 @@ def _sigmoid(z: float, weights: tuple[float, ...], x: Sparse) -> float:
 
 
 _exp = math.exp
+# `Ranked(...)` runs the NamedTuple's Python-level `__new__`; the hot path builds the tuple
+# directly (the same object, a call less per conflict).
+_new = tuple.__new__
 
 
 class Ranked(NamedTuple):
@@ -93,13 +96,12 @@ class VisitorScores:
         probs: list[float | None] = []
         best = runner = -1
         p1 = p2 = -1.0
-        complete = True
-        for i, (variant, _) in enumerate(tied):
+        i = -1
+        for variant, _ in tied:
+            i += 1
             linear = variants.get(variant.key)
-            if linear is None:
-                probs.append(None)
-                complete = False
-                continue
+            if linear is None:  # the model cannot rank what it has not seen
+                return _new(Ranked, (self._probs(variants, tied), -1, -1, -1.0))
             z, weights = linear
             for index, value in x:
                 z += weights[index] * value
@@ -109,9 +111,18 @@ class VisitorScores:
                 best, runner, p1, p2 = i, best, p, p1
             elif p > p2:
                 runner, p2 = i, p
-        if not complete or runner < 0 or p1 <= 0:  # the model cannot rank what it has not seen
-            return Ranked(probs)
-        return Ranked(probs, best, runner, (p1 - p2) / p1)
+        if runner < 0 or p1 <= 0:
+            return _new(Ranked, (probs, -1, -1, -1.0))
+        return _new(Ranked, (probs, best, runner, (p1 - p2) / p1))
+
+    def _probs(
+        self, variants: dict[str, Linear], tied: Sequence[tuple[Variant, object]]
+    ) -> list[float | None]:
+        x = self._vector()
+        return [
+            _sigmoid(linear.intercept, linear.weights, x) if linear is not None else None
+            for linear in (variants.get(variant.key) for variant, _ in tied)
+        ]
 
     def _vector(self) -> Sparse:
         x = self._x

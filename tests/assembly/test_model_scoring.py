@@ -152,7 +152,12 @@ def test_the_model_ranks_nothing_it_has_not_seen_and_ties_go_to_the_first() -> N
     unseen = ranked_for(["cart_abandoners"], ["hero-cart", "hero-new"])
     assert unseen is not None
     assert unseen.probs[1] is None
+    assert unseen.probs[0] == pytest.approx(0.24), "the variants it knows are still scored"
     assert (unseen.best, unseen.runner, unseen.sure) == (-1, -1, -1.0), "below every threshold"
+    first = ranked_for(["cart_abandoners"], ["hero-new", "hero-cart"])
+    assert first is not None
+    assert first.probs[0] is None
+    assert first.probs[1] == pytest.approx(0.24)
     tie = ranked_for([], ["hero-cart", "hero-video"])  # 0.05 each
     assert tie is not None
     assert (tie.best, tie.runner) == (0, 1)
