@@ -49,7 +49,7 @@ class Pipe:
         self._flush_due = False
         self._ready = False
         self.broken = False
-        self.used = False  # a read has been written on it (a fresh pipe has not)
+        self.answered = False  # a reply has come on it (a connection that was working)
         self._reader = self._loop.create_task(self._read())
 
     def call(self, packed: bytes, count: int) -> asyncio.Future[list[Any]]:
@@ -86,7 +86,6 @@ class Pipe:
             self._progress_at = self._loop.time()
         self._in_flight.extend(self._queued)
         self._queued = []
-        self.used = True
         try:
             self.connection._writer.writelines((data,))  # buffered; the loop sends it
         except (RuntimeError, OSError, AttributeError) as exc:  # closed under us
@@ -104,7 +103,7 @@ class Pipe:
                 except ResponseError as exc:
                     reply = exc
                 self._deliver(reply)
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # whatever ended the reader fails what it held: none hangs
             self._fail(exc if isinstance(exc, RedisConnectionError) else _lost(exc))
         except asyncio.CancelledError:
             self._fail(RedisConnectionError("the connection was closed"))
@@ -117,6 +116,7 @@ class Pipe:
         if not self._in_flight:
             raise RedisConnectionError("the store sent a reply nobody asked for")
         self._progress_at = self._loop.time()
+        self.answered = True
         wait = self._in_flight[0]
         wait.replies.append(reply)
         if len(wait.replies) < wait.count:

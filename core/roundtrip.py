@@ -150,14 +150,14 @@ class OneRoundTrip:
 
     async def _run_on(self, batch: RawCommands, node: Any) -> list[Any]:
         pipe = self._pipe(node)
+        was_working = pipe.answered
         try:
             replies = await self._on(pipe, batch)
         except (RedisConnectionError, OSError):
-            if not pipe.used or pipe is not self._pipes.get(_name(node)):
+            if not was_working:
                 raise
-            # The server closed the pipe's connection (a restart) before this read reached
-            # it: sent again, once, on a new pipe, inside the caller's budget.
-            await self._replace(node)
+            # The server closed a connection that had been answering (a restart) before this
+            # read reached it: sent again, once, on a new pipe, inside the caller's budget.
             replies = await self._on(self._pipe(node), batch)
         return [_shape(reply, shape) for reply, shape in zip(replies, batch.shapes, strict=True)]
 
@@ -173,11 +173,6 @@ class OneRoundTrip:
             closing.add_done_callback(self._closing.discard)
         pipe = self._pipes[name] = Pipe(self._new(node), stale_seconds=self._stale_seconds)
         return pipe
-
-    async def _replace(self, node: Any) -> None:
-        pipe = self._pipes.pop(_name(node), None)
-        if pipe is not None:
-            await pipe.aclose()
 
     @property
     def connections(self) -> int:
