@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from redis.asyncio import Redis
@@ -15,6 +17,7 @@ from redis.exceptions import ResponseError
 
 from core.roundtrip import OneRoundTrip, RawCommands
 from tests.assembly.faults import pause, private_redis, resume
+from tests.support.redis_server import RedisServer
 
 VISITORS = 400
 
@@ -44,15 +47,26 @@ async def seed(redis: Redis) -> None:
         await pipe.execute()
 
 
+@asynccontextmanager
+async def seeded(**options: float) -> AsyncIterator[tuple[RedisServer, Redis, OneRoundTrip]]:
+    """A private redis-server holding every visitor, a client, and the reads under test."""
+    with private_redis() as server:
+        redis = Redis.from_url(server.url)
+        await seed(redis)
+        reads = OneRoundTrip(redis, **options)
+        try:
+            yield server, redis, reads
+        finally:
+            await reads.aclose()
+            await redis.aclose()
+
+
 def expected(n: int) -> list[object]:
     return [f"user-{n}".encode(), {b"a:exp": str(n).encode()}]
 
 
 async def test_a_burst_of_reads_each_gets_its_own_replies_on_one_connection() -> None:
-    with private_redis() as server:
-        redis = Redis.from_url(server.url)
-        await seed(redis)
-        reads = OneRoundTrip(redis)
+    async with seeded() as (_, _, reads):
         order = random.Random(7).sample(range(VISITORS), VISITORS)
         scripted = await asyncio.gather(*(reads.run(visitor_read(n)) for n in order))
         piped = await asyncio.gather(*(reads.run(two_visitor_read(n)) for n in order))
@@ -60,15 +74,10 @@ async def test_a_burst_of_reads_each_gets_its_own_replies_on_one_connection() ->
         assert piped == [[f"user-{n}".encode(), f"anon-{n}".encode()] for n in order]
         assert reads.connections == 1
         assert reads.in_flight == 0
-        await reads.aclose()
-        await redis.aclose()
 
 
 async def test_cancelled_reads_in_a_burst_never_hand_their_replies_to_others() -> None:
-    with private_redis() as server:
-        redis = Redis.from_url(server.url)
-        await seed(redis)
-        reads = OneRoundTrip(redis)
+    async with seeded() as (_, _, reads):
         tasks = [asyncio.create_task(reads.run(visitor_read(n))) for n in range(VISITORS)]
         await asyncio.sleep(0)  # every read is queued; the write goes out on this turn
         cancelled = set(random.Random(3).sample(range(VISITORS), VISITORS // 2))
@@ -85,16 +94,11 @@ async def test_cancelled_reads_in_a_burst_never_hand_their_replies_to_others() -
             expected(n) for n in range(20)
         ]
         assert reads.in_flight == 0
-        await reads.aclose()
-        await redis.aclose()
 
 
 async def test_an_error_reply_fails_only_its_own_read() -> None:
-    with private_redis() as server:
-        redis = Redis.from_url(server.url)
-        await seed(redis)
+    async with seeded() as (_, redis, reads):
         await redis.set("p:{v:u:bad}:decisions", "a string, not a hash")
-        reads = OneRoundTrip(redis)
         bad = RawCommands()
         bad.hgetall("p:{v:u:bad}:decisions")
         bad.get("p:{v:a:bad}:name")  # a second slot: pipelined, the error is one of two replies
@@ -106,15 +110,10 @@ async def test_an_error_reply_fails_only_its_own_read() -> None:
         assert "WRONGTYPE" in str(results[25])
         assert [r for i, r in enumerate(results) if i != 25] == [expected(n) for n in range(50)]
         assert await reads.run(visitor_read(7)) == expected(7)
-        await reads.aclose()
-        await redis.aclose()
 
 
 async def test_a_hung_server_gets_a_new_connection_once_the_pipe_is_stale() -> None:
-    with private_redis() as server:
-        redis = Redis.from_url(server.url)
-        await seed(redis)
-        reads = OneRoundTrip(redis, stale_seconds=0.2)
+    async with seeded(stale_seconds=0.2) as (server, _, reads):
         assert await reads.run(visitor_read(1)) == expected(1)
         pause(server)
         with pytest.raises(TimeoutError):
@@ -127,15 +126,10 @@ async def test_a_hung_server_gets_a_new_connection_once_the_pipe_is_stale() -> N
         resume(server)
         assert await late == expected(3)
         assert reads.connections == 1
-        await reads.aclose()
-        await redis.aclose()
 
 
 async def test_a_killed_server_fails_the_reads_in_flight_at_once_and_a_restart_recovers() -> None:
-    with private_redis() as server:
-        redis = Redis.from_url(server.url)
-        await seed(redis)
-        reads = OneRoundTrip(redis)
+    async with seeded() as (server, _, reads):
         assert await reads.run(visitor_read(1)) == expected(1)
         pause(server)
         waiting = [asyncio.create_task(reads.run(visitor_read(n))) for n in range(10)]
@@ -149,5 +143,3 @@ async def test_a_killed_server_fails_the_reads_in_flight_at_once_and_a_restart_r
         server.process = None
         server.start()  # an empty server on the same port
         assert await reads.run(visitor_read(1)) == [None, {}]
-        await reads.aclose()
-        await redis.aclose()
