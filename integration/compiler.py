@@ -250,6 +250,7 @@ def parse_variant(
         style=r.mapping("style"),
         enabled=r.flag("enabled", True),
         updated_at=r.entity.updated_at,
+        model_threshold=r.number("modelThreshold", low=0, high=1),
     )
 
 

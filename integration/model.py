@@ -84,6 +84,9 @@ class Variant:
     style: Mapping[str, Any] = field(default_factory=dict)
     enabled: bool = True
     updated_at: str = ""
+    model_threshold: float | None = None
+    """`modelThreshold`: the ranking model may pick this variant when it ranks it first with at
+    least this confidence (0..1); None: the slot's threshold applies (`choice_threshold`)."""
 
 
 CONTROL = "control"  # the label of arm 0, the slot's baseline
@@ -186,6 +189,12 @@ class Slot:
     model_threshold: float | None = None
     """`modelThreshold`: the ranking model picks among the eligible variants when its confidence
     reaches this (0..1); None: the rules decide (docs/learning.md, "Model scoring")."""
+
+    def choice_threshold(self, variant: Variant) -> float | None:
+        """The confidence the model needs to pick `variant` (ranked first): the variant's own
+        `modelThreshold`, else the slot's; None: the rules decide."""
+        own = variant.model_threshold
+        return own if own is not None else self.model_threshold
 
     def __post_init__(self) -> None:
         if not self.arms and any(v.experiment is not None for v in self.variants):

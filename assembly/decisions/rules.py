@@ -6,8 +6,8 @@
    (checked only when the rules below would pick something else: then it is the reason);
 4. eligible variants: enabled and not switched off, inside schedule, audience and conditions
    true, under the frequency cap, inside the rollout share;
-5. among the eligible of the highest priority: the ranking model's top variant when the slot
-   asks for model choice (`modelThreshold`) and the model is confident enough (`model_choice`),
+5. among the eligible of the highest priority: the ranking model's top variant when it or the
+   slot asks for model choice (`modelThreshold`) and the model is confident enough (`model_choice`),
    else the best score (`assembly.decisions.scoring`, the model score one of its terms), then
    the most recently published;
 6. an experiment arm that wins leads to the experiment's bucketing (sticky);
@@ -140,8 +140,9 @@ def _rollout(variant: Variant, inside: bool, slot: Slot, env: DecisionEnv) -> Te
 def resolve(
     tied: list[tuple[Variant, Match]], visitor: Visitor, env: DecisionEnv, slot: Slot | None = None
 ) -> Winner:
-    """Priority is equal among `tied`: the model's confident choice when the slot asks for it,
-    else the best score, then the first (most recent)."""
+    """Priority is equal among `tied`: the model's confident choice when its top variant or the
+    slot asks for it (`Slot.choice_threshold`), else the best score, then the first (most
+    recent)."""
     if len(tied) == 1:
         return tied[0][0], tied[0][1][0]
     model = env.model  # `model_ranking`, inlined: once per conflict
@@ -149,7 +150,10 @@ def resolve(
     if ranked is None:
         scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
     else:
-        threshold = slot.model_threshold if slot is not None else None
+        top = ranked.best  # `Slot.choice_threshold`, inlined: the top variant's, else the slot's
+        threshold = tied[top][0].model_threshold if top >= 0 else None
+        if threshold is None and slot is not None:
+            threshold = slot.model_threshold
         if threshold is not None and ranked.sure >= threshold:
             return model_choice(tied, ranked, threshold)
         scorer, now_ts = env.scorer, env.now_ts

@@ -25,7 +25,8 @@ class ModelScore(BaseModel):
         description="predicted conversion chance after seeing this variant; null: not scored"
     )
     threshold: float | None = Field(
-        description="the slot's modelThreshold: the model picks when its confidence reaches it"
+        description="the modelThreshold that lets the model pick this candidate (its own, else "
+        "the slot's): the model picks it when it ranks it first with this confidence"
     )
 
 

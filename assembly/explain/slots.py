@@ -138,14 +138,19 @@ def _agree(candidate: dict[str, Any], engine: bool) -> None:
 
 def _model_scores(slot: Slot, candidates: dict[str, dict[str, Any]], env: DecisionEnv) -> None:
     """Every candidate's model score (None: no model for the slot, or the variant unseen),
-    the model version and the slot's threshold (`modelThreshold`)."""
+    the model version and the threshold that would let the model pick it (`modelThreshold`:
+    the variant's own, else the slot's)."""
     model = env.model
     known = model is not None and model.has_slot(slot.key)
+    variants = {v.key: v for v in slot.variants}
     for key, candidate in candidates.items():
+        variant = variants.get(key)
         candidate["model"] = {
             "version": model.model.version if model is not None else None,
             "score": model.score(slot.key, key) if model is not None and known else None,
-            "threshold": slot.model_threshold,
+            "threshold": slot.choice_threshold(variant)
+            if variant is not None
+            else slot.model_threshold,
         }
 
 
@@ -170,8 +175,8 @@ def _conflict(
 
 
 def _choice(tied: list[tuple[Variant, Match]], ranked: Ranked | None, slot: Slot) -> dict[str, Any]:
-    """What `rules.model_choice` read: the threshold, the model's top variant, its runner-up,
-    the confidence, and whether the model chose."""
+    """What `rules.model_choice` read: the threshold (the top variant's, else the slot's), the
+    model's top variant, its runner-up, the confidence, and whether the model chose."""
     threshold = slot.model_threshold
     if ranked is None or ranked.best < 0:
         return {
@@ -181,6 +186,7 @@ def _choice(tied: list[tuple[Variant, Match]], ranked: Ranked | None, slot: Slot
             "confidence": None,
             "chose": False,
         }
+    threshold = slot.choice_threshold(tied[ranked.best][0])
     return {
         "threshold": threshold,
         "top": tied[ranked.best][0].key,

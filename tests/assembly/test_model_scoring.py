@@ -251,6 +251,40 @@ async def test_below_the_threshold_the_rules_decide(redis: Redis, bridge: Client
     assert "model" not in (await hero(client, CART))["reason"]
 
 
+def hero_variant(key: str, threshold: float | None, revision: int) -> dict[str, Any]:
+    """A hero variant for everyone at priority 0, with its own `modelThreshold`."""
+    item = with_fields(f"var-{key}", audiences=[], priority=0, modelThreshold=threshold)
+    item["sys"]["revision"] += revision
+    return item
+
+
+async def test_a_variant_threshold_lets_the_model_pick_it_and_overrides_the_slots(
+    redis: Redis, bridge: Client
+) -> None:
+    app, client = bridge
+    version = await publish_model(redis)
+    await eventually(lambda: _version(app), lambda v: v == version)
+    # No slot threshold; hero-cart asks for model choice at 0.5. Cart abandoners: hero-cart
+    # ranked first, confidence 0.75; video lovers: hero-video first (0.15 against 0.06,
+    # confidence 0.6), and hero-video asks nothing.
+    await publish(app, hero_slot(None, revision=1), hero_variant("hero-cart", 0.5, 1))
+    cart = await hero(client, CART)
+    assert cart["variant"] == "hero-cart"
+    assert "confidence 0.75 >= 0.5" in cart["reason"]
+    assert "model" not in (await hero(client, VIDEO))["reason"]
+    # The slot allows 0.2, but hero-video's own 0.9 is what its choice needs: the rules decide.
+    await publish(app, hero_slot(0.2, revision=2), hero_variant("hero-video", 0.9, 1))
+    assert "model" not in (await hero(client, VIDEO))["reason"]
+    assert "confidence 0.75 >= 0.5" in (await hero(client, CART))["reason"]
+    request = {"template": "home", "user": {"id": "v1"}, "context": VIDEO}
+    response = await client.post("/admin/explain", json=request, headers=ADMIN)
+    slot = next(s for s in response.json()["slots"] if s["slot"] == "home.hero")
+    thresholds = {c["variant"]: c["model"]["threshold"] for c in slot["candidates"]}
+    assert thresholds == {"hero-cart": 0.5, "hero-video": 0.9, "hero-returning": 0.2}
+    choice = next(s for s in slot["steps"] if s["rule"] == "conflicts")["read"]["model"]
+    assert (choice["top"], choice["threshold"], choice["chose"]) == ("hero-video", 0.9, False)
+
+
 async def test_a_broken_or_missing_artifact_rolls_back_to_the_rules(
     redis: Redis, bridge: Client
 ) -> None:
