@@ -39,24 +39,28 @@ VISITOR_KINDS = (user_visitor, anonymous_visitor)  # a visitor id names either k
 
 # KEYS: the stream, the ids index, then every visitor index the batch touches (none on a
 # cluster: the script then returns the members it appended, for the caller to index).
-# ARGV: max length, oldest stream id kept, per-visitor cap, index lifetime (s), then per record:
-# decision id, decision ms, JSON body, visitor count, and that many positions in KEYS.
+# ARGV: max length, oldest stream id kept, per-visitor cap, index lifetime (s), then one
+# argument per record: `<decision id> <decision ms> <positions in KEYS, comma-separated>`, a
+# newline, the JSON body (orjson never writes a raw newline). One argument a record, not four
+# or more: the client packs each argument in Python, on the serving core.
 APPEND = """
 local stream, ids = KEYS[1], KEYS[2]
 local max_len, visitor_max = tonumber(ARGV[1]), tonumber(ARGV[3])
-local touched, members, a = {}, {}, 5
-while a <= #ARGV do
-  local sid = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'r', ARGV[a + 2])
-  local member = ARGV[a] .. ':' .. sid
+local touched, members = {}, {}
+for a = 5, #ARGV do
+  local record = ARGV[a]
+  local cut = string.find(record, '\\n', 1, true)
+  local id, ms, visitors = string.match(string.sub(record, 1, cut - 1), '^(%S+) (%d+) ?(.*)$')
+  local body = string.sub(record, cut + 1)
+  local sid = redis.call('XADD', stream, 'MAXLEN', '~', max_len, '*', 'r', body)
+  local member = id .. ':' .. sid
   members[#members + 1] = member
   redis.call('ZADD', ids, 0, member)
-  local visitors = tonumber(ARGV[a + 3])
-  for v = 1, visitors do
-    local key = KEYS[tonumber(ARGV[a + 3 + v])]
-    redis.call('ZADD', key, ARGV[a + 1], member)
+  for position in string.gmatch(visitors, '%d+') do
+    local key = KEYS[tonumber(position)]
+    redis.call('ZADD', key, ms, member)
     touched[key] = true
   end
-  a = a + 4 + visitors
 end
 for key in pairs(touched) do
   redis.call('ZREMRANGEBYRANK', key, 0, -visitor_max - 1)
@@ -65,7 +69,7 @@ end
 redis.call('XTRIM', stream, 'MINID', '~', ARGV[2])
 redis.call('ZREMRANGEBYRANK', ids, 0, -max_len - 1)
 if #KEYS == 2 then return members end
-return a
+return #members
 """
 
 
@@ -107,10 +111,11 @@ class DecisionLogStore:
         visitor_keys: dict[str, int] = {}
         args = self._head()
         for entry in entries:
-            args += (entry.id, entry.ms, entry.body, len(entry.visitors))
-            for visitor in entry.visitors:
-                key = keys.decision_log_visitor(visitor)
-                args.append(visitor_keys.setdefault(key, len(visitor_keys) + 3))
+            positions = [
+                visitor_keys.setdefault(keys.decision_log_visitor(visitor), len(visitor_keys) + 3)
+                for visitor in entry.visitors
+            ]
+            args.append(_record(entry, ",".join(map(str, positions))))
         await self._append(
             keys=[keys.decision_log, keys.decision_log_ids, *visitor_keys], args=args
         )
@@ -127,7 +132,7 @@ class DecisionLogStore:
         keys, limits = self._keys, self.limits
         args = self._head()
         for entry in entries:
-            args += (entry.id, entry.ms, entry.body, 0)
+            args.append(_record(entry, ""))
         members = await self._append(keys=[keys.decision_log, keys.decision_log_ids], args=args)
         by_visitor: dict[str, dict[Any, int]] = {}
         for entry, member in zip(entries, members, strict=True):
@@ -170,6 +175,11 @@ class DecisionLogStore:
                 pipe.xrange(self._keys.decision_log, stream_id, stream_id)
             found = await pipe.execute()
         return [orjson.loads(rows[0][1][b"r"]) for rows in found if rows]
+
+
+def _record(entry: Entry, positions: str) -> bytes:
+    """One record as the script's argument: its head line, then its JSON body."""
+    return f"{entry.id} {entry.ms} {positions}\n".encode() + entry.body
 
 
 def _by_score(item: tuple[str, float]) -> float:
