@@ -63,12 +63,12 @@ class LibraryTag:
 
 
 def encode_record(
-    pending: PendingDecision, tag: LibraryTag | None, reads: SlotReads | None = None
+    pending: PendingDecision, tag: LibraryTag | None, cache: RecordCache | None = None
 ) -> bytes:
     """The record as JSON. orjson encodes the profile dataclass and the clock itself (in C),
     pydantic the request (embedded as a fragment); `_json_default` turns the profile's sets
     and read-only mappings into JSON."""
-    record = to_record(pending, tag, reads or SlotReads())
+    record = to_record(pending, tag, cache or RecordCache())
     return orjson.dumps(record, default=_json_default, option=_OPTIONS)
 
 
@@ -83,10 +83,12 @@ def _json_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def to_record(pending: PendingDecision, tag: LibraryTag | None, reads: SlotReads) -> dict[str, Any]:
+def to_record(
+    pending: PendingDecision, tag: LibraryTag | None, cache: RecordCache
+) -> dict[str, Any]:
     """The record, ready for `orjson.dumps(..., default=_json_default)` (`encode_record`)."""
     state = pending.state
-    slots = [reads.of(slot) for slot in pending.slots]
+    slots = [cache.of(slot) for slot in pending.slots]
     return {
         "id": pending.id,
         "at": pending.now,
@@ -101,7 +103,7 @@ def to_record(pending: PendingDecision, tag: LibraryTag | None, reads: SlotReads
         },
         "profile": pending.profile,
         "state": state_facts(state, slots, pending.now) if state is not None else {},
-        "switches": [s.to_json() for s in pending.board.all()] if pending.board else [],
+        "switches": cache.switches(pending.board) if pending.board else [],
         "slots": [_outcome(answer) for answer in pending.answers],
     }
 
@@ -142,13 +144,24 @@ class SlotRead:
     capped: tuple[tuple[str, CapPeriod], ...]
 
 
-class SlotReads:
-    """`SlotRead`s built once per compiled slot (a library's slots live as long as it does),
-    so a record does not walk every variant of every slot again. Bounded: cleared when full."""
+class RecordCache:
+    """What records read of long-lived objects, built once: a `SlotRead` per compiled slot (a
+    library's slots live as long as it does), so a record does not walk every variant of every
+    slot again (bounded: cleared when full), and the switch board's JSON (a board is replaced,
+    never changed, when an operator flips a switch)."""
 
     def __init__(self, limit: int = 4096) -> None:
         self._by_id: dict[int, SlotRead] = {}
         self._limit = limit
+        self._board: SwitchBoard | None = None
+        self._switches = orjson.Fragment(b"[]")
+
+    def switches(self, board: SwitchBoard) -> orjson.Fragment:
+        """The admin switches in force, as the record's JSON list."""
+        if board is not self._board:
+            self._switches = orjson.Fragment(orjson.dumps([s.to_json() for s in board.all()]))
+            self._board = board
+        return self._switches
 
     def of(self, slot: Slot) -> SlotRead:
         found = self._by_id.get(id(slot))

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from assembly.decision_log import metrics
 from assembly.decision_log.history import LibraryHistory
 from assembly.decision_log.ids import decision_ms
-from assembly.decision_log.record import PendingDecision, SlotReads, encode_record
+from assembly.decision_log.record import PendingDecision, RecordCache, encode_record
 from assembly.decision_log.store import DecisionLogStore, Entry
 from core.batching import Batcher
 from core.redis import anonymous_visitor, user_visitor
@@ -32,7 +32,7 @@ class DecisionLogWriter:
     ) -> None:
         self._store = store
         self._history = history
-        self._reads = SlotReads()
+        self._cache = RecordCache()
         self._batch: Batcher[PendingDecision] = Batcher(
             self.flush,
             queue_size=queue_size,
@@ -79,7 +79,7 @@ class DecisionLogWriter:
     def _entry(self, pending: PendingDecision) -> Entry:
         library = pending.library
         tag = self._history.tag(library) if library is not None else None
-        body = encode_record(pending, tag, self._reads)
+        body = encode_record(pending, tag, self._cache)
         user = pending.request.user
         visitors = tuple(
             kind(value)

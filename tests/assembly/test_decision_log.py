@@ -249,3 +249,30 @@ async def test_erasing_a_visitor_erases_their_logged_decisions(
     )
     assert around.status_code == 200
     assert around.json()["records"] == []
+
+
+async def test_a_record_names_the_admin_switches_in_force_when_it_was_decided(
+    bridge: Client,
+) -> None:
+    app, client = bridge
+    before = (await page(client, user={"id": "u-1"}, context=CART))["decisionId"]
+    flipped = await client.post(
+        "/admin/kill-switches/slot/home.hero", json={"reason": "wrong price"}, headers=ADMIN
+    )
+    assert flipped.status_code == 200, flipped.text
+    during = (await page(client, user={"id": "u-1"}, context=CART))["decisionId"]
+    cleared = await client.request(
+        "DELETE", "/admin/kill-switches/slot/home.hero", json={"reason": "fixed"}, headers=ADMIN
+    )
+    assert cleared.status_code == 200, cleared.text
+    after = (await page(client, user={"id": "u-1"}, context=CART))["decisionId"]
+    await logged(app)
+    assert (await record(client, before))["switches"] == []
+    [switch] = (await record(client, during))["switches"]
+    assert (switch["scope"], switch["key"], switch["by"], switch["reason"]) == (
+        "slot",
+        "home.hero",
+        "alice",
+        "wrong price",
+    )
+    assert (await record(client, after))["switches"] == []
