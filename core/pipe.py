@@ -11,8 +11,9 @@ Failure semantics, per caller:
   comes, is read and dropped, so no reply is ever handed to the wrong caller;
 - an error reply (`ResponseError`) fails only its own caller, after all its replies are read;
 - a connection error fails every read in flight on the pipe, and the pipe is `broken`;
-- a pipe that has had reads in flight but no reply for `stale_seconds` (a hung or
-  partitioned server) is `stale`: its owner replaces it, and closing it fails what it held.
+- a pipe whose reads wait without a reply, or whose connection's handshake does not end, for
+  `stale_seconds` (a hung or partitioned server) is `stale`: its owner replaces it, and
+  closing it fails what it held.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class Pipe:
         self._outbox: list[bytes] = []
         self._queued: list[_Wait] = []  # handed over, not written yet
         self._in_flight: deque[_Wait] = deque()  # written, replies not all read
-        self._progress_at = 0.0  # when the in-flight reads last got a reply (or started)
+        # When the reads waiting last saw progress: a reply, their write, or (connecting) the
+        # pipe's creation.
+        self._progress_at = self._loop.time()
         self._flush_due = False
         self._ready = False
         self.broken = False
@@ -71,10 +74,11 @@ class Pipe:
         return len(self._in_flight) + len(self._queued)
 
     def stale(self) -> bool:
-        """Reads are in flight and no reply came for `stale_seconds`."""
-        return bool(self._in_flight) and (
-            self._loop.time() - self._progress_at > self._stale_seconds
-        )
+        """Reads wait and nothing moved for `stale_seconds`: no reply to the reads in flight,
+        or, still connecting, no end to the connection's handshake (a hung server accepts
+        the connection, then never answers its first command)."""
+        waiting = self._in_flight if self._ready else self._queued
+        return bool(waiting) and self._loop.time() - self._progress_at > self._stale_seconds
 
     def _flush(self) -> None:
         self._flush_due = False

@@ -143,3 +143,18 @@ async def test_a_killed_server_fails_the_reads_in_flight_at_once_and_a_restart_r
         server.process = None
         server.start()  # an empty server on the same port
         assert await reads.run(visitor_read(1)) == [None, {}]
+
+
+async def test_a_connection_opened_during_a_hang_is_replaced_once_stale_too() -> None:
+    async with seeded(stale_seconds=0.2) as (server, _, reads):
+        pause(server)  # the first read opens the connection: its handshake hangs
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await reads.run(visitor_read(1))
+        await asyncio.sleep(0.3)
+        late = asyncio.create_task(reads.run(visitor_read(2)))  # on a new connection
+        await asyncio.sleep(0.05)
+        assert reads.in_flight == 1, "the stuck connection and its queued read are gone"
+        resume(server)
+        assert await late == expected(2)
+        assert reads.connections == 1
