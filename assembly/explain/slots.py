@@ -142,15 +142,11 @@ def _model_scores(slot: Slot, candidates: dict[str, dict[str, Any]], env: Decisi
     the variant's own, else the slot's)."""
     model = env.model
     known = model is not None and model.has_slot(slot.key)
-    variants = {v.key: v for v in slot.variants}
-    for key, candidate in candidates.items():
-        variant = variants.get(key)
-        candidate["model"] = {
+    for variant in slot.variants:  # the candidates are the slot's variants
+        candidates[variant.key]["model"] = {
             "version": model.model.version if model is not None else None,
-            "score": model.score(slot.key, key) if model is not None and known else None,
-            "threshold": slot.choice_threshold(variant)
-            if variant is not None
-            else slot.model_threshold,
+            "score": model.score(slot.key, variant.key) if model is not None and known else None,
+            "threshold": slot.choice_threshold(variant),
         }
 
 
@@ -177,10 +173,9 @@ def _conflict(
 def _choice(tied: list[tuple[Variant, Match]], ranked: Ranked | None, slot: Slot) -> dict[str, Any]:
     """What `rules.model_choice` read: the threshold (the top variant's, else the slot's), the
     model's top variant, its runner-up, the confidence, and whether the model chose."""
-    threshold = slot.model_threshold
     if ranked is None or ranked.best < 0:
         return {
-            "threshold": threshold,
+            "threshold": slot.model_threshold,
             "top": None,
             "runnerUp": None,
             "confidence": None,

@@ -234,10 +234,25 @@ async def _version(app: Any) -> int | None:
     return model.version if model is not None else None
 
 
-async def test_below_the_threshold_the_rules_decide(redis: Redis, bridge: Client) -> None:
-    app, client = bridge
+async def serving_model(redis: Redis, app: Any) -> int:
+    """Publish the test model and wait until `app` serves it; its version."""
     version = await publish_model(redis)
     await eventually(lambda: _version(app), lambda v: v == version)
+    return version
+
+
+async def explained_hero(client: httpx.AsyncClient, context: dict[str, Any]) -> dict[str, Any]:
+    """`/admin/explain` of the home page for visitor v1: the hero slot's explanation."""
+    request = {"template": "home", "user": {"id": "v1"}, "context": context}
+    response = await client.post("/admin/explain", json=request, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    slot: dict[str, Any] = next(s for s in response.json()["slots"] if s["slot"] == "home.hero")
+    return slot
+
+
+async def test_below_the_threshold_the_rules_decide(redis: Redis, bridge: Client) -> None:
+    app, client = bridge
+    await serving_model(redis, app)
     # Cart abandoners: 0.24 against 0.06, confidence 0.75; everyone else: 0.08 against 0.05,
     # confidence 0.375. A threshold of 0.5 lets the model pick only for cart abandoners.
     await publish(app, hero_slot(0.5, revision=1))
@@ -262,8 +277,7 @@ async def test_a_variant_threshold_lets_the_model_pick_it_and_overrides_the_slot
     redis: Redis, bridge: Client
 ) -> None:
     app, client = bridge
-    version = await publish_model(redis)
-    await eventually(lambda: _version(app), lambda v: v == version)
+    await serving_model(redis, app)
     # No slot threshold; hero-cart asks for model choice at 0.5. Cart abandoners: hero-cart
     # ranked first, confidence 0.75; video lovers: hero-video first (0.15 against 0.06,
     # confidence 0.6), and hero-video asks nothing.
@@ -276,9 +290,7 @@ async def test_a_variant_threshold_lets_the_model_pick_it_and_overrides_the_slot
     await publish(app, hero_slot(0.2, revision=2), hero_variant("hero-video", 0.9, 1))
     assert "model" not in (await hero(client, VIDEO))["reason"]
     assert "confidence 0.75 >= 0.5" in (await hero(client, CART))["reason"]
-    request = {"template": "home", "user": {"id": "v1"}, "context": VIDEO}
-    response = await client.post("/admin/explain", json=request, headers=ADMIN)
-    slot = next(s for s in response.json()["slots"] if s["slot"] == "home.hero")
+    slot = await explained_hero(client, VIDEO)
     thresholds = {c["variant"]: c["model"]["threshold"] for c in slot["candidates"]}
     assert thresholds == {"hero-cart": 0.5, "hero-video": 0.9, "hero-returning": 0.2}
     choice = next(s for s in slot["steps"] if s["rule"] == "conflicts")["read"]["model"]
@@ -289,8 +301,7 @@ async def test_a_broken_or_missing_artifact_rolls_back_to_the_rules(
     redis: Redis, bridge: Client
 ) -> None:
     app, client = bridge
-    version = await publish_model(redis)
-    await eventually(lambda: _version(app), lambda v: v == version)
+    version = await serving_model(redis, app)
     failures = await metric(client, "microbridge_model_load_failures_total")
     store = ModelStore(redis, KEYS)
     broken = await store.next_version()
@@ -328,12 +339,8 @@ async def test_explain_shows_each_candidates_model_score_and_the_threshold(
     redis: Redis, bridge: Client
 ) -> None:
     app, client = bridge
-    version = await publish_model(redis)
-    await eventually(lambda: _version(app), lambda v: v == version)
-    request = {"template": "home", "user": {"id": "v1"}, "context": CART}
-    response = await client.post("/admin/explain", json=request, headers=ADMIN)
-    assert response.status_code == 200, response.text
-    slot = next(s for s in response.json()["slots"] if s["slot"] == "home.hero")
+    version = await serving_model(redis, app)
+    slot = await explained_hero(client, CART)
     models = {c["variant"]: c["model"] for c in slot["candidates"]}
     assert models["hero-cart"] == {
         "version": version,

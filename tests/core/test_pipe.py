@@ -9,6 +9,7 @@ import random
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -59,6 +60,22 @@ async def seeded(**options: float) -> AsyncIterator[tuple[RedisServer, Redis, On
         finally:
             await reads.aclose()
             await redis.aclose()
+
+
+async def gives_up(reads: OneRoundTrip, n: int) -> None:
+    """A read of visitor `n` whose caller's budget (50 ms) runs out."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await reads.run(visitor_read(n))
+
+
+async def once_stale(reads: OneRoundTrip, n: int) -> asyncio.Task[list[Any]]:
+    """A read of visitor `n` started after the pipe had no progress for longer than its
+    `stale_seconds` (0.2 s), so on a new connection; given 50 ms to be written."""
+    await asyncio.sleep(0.3)
+    late = asyncio.create_task(reads.run(visitor_read(n)))
+    await asyncio.sleep(0.05)
+    return late
 
 
 def expected(n: int) -> list[object]:
@@ -112,17 +129,17 @@ async def test_an_error_reply_fails_only_its_own_read() -> None:
         assert await reads.run(visitor_read(7)) == expected(7)
 
 
-async def test_a_hung_server_gets_a_new_connection_once_the_pipe_is_stale() -> None:
+@pytest.mark.parametrize("answered", [True, False], ids=["after-replies", "in-its-handshake"])
+async def test_a_hung_server_gets_a_new_connection_once_the_pipe_is_stale(answered: bool) -> None:
+    """A connection that had been answering, or one opened during the hang (a hung server
+    accepts it, then never answers its handshake), is replaced once stale."""
     async with seeded(stale_seconds=0.2) as (server, _, reads):
-        assert await reads.run(visitor_read(1)) == expected(1)
+        if answered:
+            assert await reads.run(visitor_read(1)) == expected(1)
         pause(server)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await reads.run(visitor_read(2))
-        await asyncio.sleep(0.3)  # no reply for longer than stale_seconds
-        late = asyncio.create_task(reads.run(visitor_read(3)))  # on a new pipe
-        await asyncio.sleep(0.05)
-        assert reads.in_flight == 1, "the stale pipe and its owed reply are gone"
+        await gives_up(reads, 2)
+        late = await once_stale(reads, 3)
+        assert reads.in_flight == 1, "the stale connection and what it owed are gone"
         resume(server)
         assert await late == expected(3)
         assert reads.connections == 1
@@ -143,18 +160,3 @@ async def test_a_killed_server_fails_the_reads_in_flight_at_once_and_a_restart_r
         server.process = None
         server.start()  # an empty server on the same port
         assert await reads.run(visitor_read(1)) == [None, {}]
-
-
-async def test_a_connection_opened_during_a_hang_is_replaced_once_stale_too() -> None:
-    async with seeded(stale_seconds=0.2) as (server, _, reads):
-        pause(server)  # the first read opens the connection: its handshake hangs
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await reads.run(visitor_read(1))
-        await asyncio.sleep(0.3)
-        late = asyncio.create_task(reads.run(visitor_read(2)))  # on a new connection
-        await asyncio.sleep(0.05)
-        assert reads.in_flight == 1, "the stuck connection and its queued read are gone"
-        resume(server)
-        assert await late == expected(2)
-        assert reads.connections == 1
