@@ -147,20 +147,18 @@ def resolve(
         return tied[0][0], tied[0][1][0]
     model = env.model  # `model_ranking`, inlined: once per conflict
     ranked = model.rank(slot.key, tied) if model is not None and slot is not None else None
+    scorer, now_ts = env.scorer, env.now_ts
     if ranked is None:
-        scores = [env.scorer.score(v, visitor, env.now_ts) for v, _ in tied]
+        scores = [scorer.score(v, visitor, now_ts) for v, _ in tied]
     else:
-        top = ranked.best  # `Slot.choice_threshold`, inlined: the top variant's, else the slot's
+        probs, top, _, sure = ranked
+        # `Slot.choice_threshold`, inlined: the top variant's, else the slot's
         threshold = tied[top][0].model_threshold if top >= 0 else None
         if threshold is None and slot is not None:
             threshold = slot.model_threshold
-        if threshold is not None and ranked.sure >= threshold:
+        if threshold is not None and sure >= threshold:
             return model_choice(tied, ranked, threshold)
-        scorer, now_ts = env.scorer, env.now_ts
-        scores = [
-            scorer.score(v, visitor, now_ts, p)
-            for (v, _), p in zip(tied, ranked.probs, strict=True)
-        ]
+        scores = [scorer.score(tied[i][0], visitor, now_ts, p) for i, p in enumerate(probs)]
     best = max(range(len(tied)), key=lambda i: (scores[i], -i))
     runner = max((i for i in range(len(tied)) if i != best), key=lambda i: (scores[i], -i))
     variant, (why, _) = tied[best]
