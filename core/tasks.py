@@ -42,7 +42,13 @@ class BackgroundTasks:
         await stop_tasks(list(self._tasks))
 
 
-async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = 20) -> None:
+STOP_ROUND_SECONDS = 0.25
+STOP_ROUNDS = 20
+STOP_SECONDS = STOP_ROUND_SECONDS * STOP_ROUNDS
+"""How long `stop_tasks` waits for the tasks to end, cancelling them again every round."""
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = STOP_ROUNDS) -> None:
     """Cancel background tasks until they end.
 
     A cancel that lands inside a Redis read with a socket timeout can be turned into a
@@ -54,5 +60,5 @@ async def stop_tasks(tasks: list[asyncio.Task[Any]], *, attempts: int = 20) -> N
             return
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.25)
+        _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_SECONDS)
     log.error("service.tasks_stuck", tasks=[t.get_name() for t in pending])

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from assembly.decision_log.ids import decision_ms, is_decision_id
 from assembly.decision_log.service import DecisionLog
+from tests.assembly.faults import pause, private_redis, resume
 from tests.assembly.support import ADMIN, NOW, Client, decision_app, settle
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
@@ -276,3 +277,25 @@ async def test_a_record_names_the_admin_switches_in_force_when_it_was_decided(
         "wrong price",
     )
     assert (await record(client, after))["switches"] == []
+
+
+async def test_shutdown_finishes_the_batch_the_writer_had_in_flight() -> None:
+    """SIGTERM while the store is slow to answer: the records in flight and those queued
+    behind them are all stored once the store answers, within shutdown's bound."""
+    with private_redis() as server:
+        async with decision_app(server.url, read_budget_seconds=0.05) as (app, client):
+            ids = [(await page(client, user={"anonymousId": "a-live"}))["decisionId"]]
+            await logged(app)
+            pause(server)  # the store hangs: pages degrade, their records wait in flight
+            for _ in range(3):
+                ids.append((await page(client, user={"anonymousId": "a-late"}))["decisionId"])
+            await asyncio.sleep(0.03)
+            writer = app.state.services.assembly.decision_log.writer
+            assert writer.unwritten == 3, "the late records are in flight or queued"
+            asyncio.get_running_loop().call_later(0.2, resume, server)  # during shutdown
+        stored = Redis.from_url(server.url)
+        try:
+            members: Any = await stored.zrange("mbtest:decisions:log:ids", 0, -1)
+        finally:
+            await stored.aclose()
+        assert sorted(m.decode().split(":")[0] for m in members) == sorted(ids)

@@ -6,6 +6,7 @@ The demo's `hero-headline-test` runs on `home.cta`: control (the baseline) 0.5, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from assembly.admin import service as admin
 from assembly.store import record_conversion
 from assembly.targeting.bucketing import gb_hash
 from tests.assembly.arms import WEIGHTS, arm_item, experiment_item, growthbook, slot_item
+from tests.assembly.faults import pause, private_redis, resume
 from tests.assembly.support import Client, assemble, decision_app, runtime, settle
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
@@ -316,3 +318,26 @@ async def test_weights_outside_the_tolerance_are_reported_in_readyz(bridge: Clie
     await settle(app)
     document = await admin.results(runtime(app), EXPERIMENT)
     assert [row["weight"] for row in document["arms"]] == [0.25] * 4
+
+
+async def test_shutdown_finishes_the_write_in_flight_and_hands_over_its_exposure() -> None:
+    """SIGTERM while the visitor's write waits on a slow store: shutdown lets that write end
+    and then records its exposure (before, the cancel cut it between the two, leaving the
+    counts written and the exposure lost)."""
+    with private_redis() as server:
+        async with decision_app(server.url, writer_flush_seconds=0.2) as (app, client):
+            (visitor,) = visitors_with_bucket(0.5, 1.0, 1)
+            assert (await cta(client, visitor))["variant"] == ARM_B
+            pause(server)  # the batch leaves after 0.2 s, into a store that hangs
+            await asyncio.sleep(0.3)
+            assert runtime(app).writer.queued == 0, "the write is in flight"
+            asyncio.get_running_loop().call_later(0.1, resume, server)  # during shutdown
+        stored = Redis.from_url(server.url)
+        try:
+            assert await counts(stored) == {
+                f"arm:{ARM_B}:visitors": 1,
+                f"arm:{ARM_B}:sessions": 1,
+            }
+            assert [e["userId"] for e in await exposure_events(stored)] == [visitor]
+        finally:
+            await stored.aclose()

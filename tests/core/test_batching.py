@@ -7,7 +7,9 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from core import batching
 from core.batching import Batcher
+from core.tasks import BackgroundTasks
 from tests.support.waiting import eventually
 
 
@@ -83,7 +85,7 @@ async def test_an_idle_runner_wakes_for_the_next_item() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_items_in_flight_count_as_unwritten_and_cancel_flushes_the_rest() -> None:
+async def test_items_in_flight_count_as_unwritten_and_cancel_finishes_them_then_the_rest() -> None:
     sink = Sink()
     sink.gate.clear()  # the store hangs
     batch = batcher(sink, batch_size=2)
@@ -92,10 +94,45 @@ async def test_items_in_flight_count_as_unwritten_and_cancel_flushes_the_rest() 
     task = asyncio.create_task(batch.run())
     await asyncio.sleep(0.03)
     assert (batch.queued, batch.unwritten) == (3, 5), "two being flushed, three queued"
+    task.cancel()
+    await asyncio.sleep(0.03)
+    assert not task.done(), "shutdown waits for the batch in flight"
     sink.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sink.batches == [[0, 1], [2, 3], [4]], "each item once, the batch in flight first"
+    assert batch.unwritten == 0
+
+
+async def test_shutdown_cancelling_again_and_again_does_not_cut_the_batch_in_flight() -> None:
+    sink = Sink()
+    sink.gate.clear()
+    batch = batcher(sink, batch_size=3)
+    for item in range(4):
+        batch.submit(item)
+    tasks = BackgroundTasks()
+    tasks.spawn(batch.run(), name="writer")
+    await asyncio.sleep(0.03)  # the first batch is in flight, held by the store
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.6, sink.gate.set)  # the store answers after two of stop's rounds
+    await tasks.stop()
+    assert sink.batches == [[0, 1, 2], [3]]
+    assert batch.unwritten == 0
+
+
+async def test_a_store_that_never_answers_is_given_up_on_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "FINISH_SECONDS", 0.2)
+    sink = Sink()
+    sink.gate.clear()  # never opens
+    batch = batcher(sink)
+    batch.submit(1)
+    task = asyncio.create_task(batch.run())
+    await asyncio.sleep(0.03)
+    started = asyncio.get_running_loop().time()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    flushed = [item for b in sink.batches for item in b]
-    assert sorted(flushed) == [2, 3, 4], "the cancelled batch is not flushed twice"
-    assert batch.unwritten == 0
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert sink.batches == []
