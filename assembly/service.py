@@ -171,10 +171,12 @@ class AssemblyService:
         decision_id = new_decision_id(now)
         log = self.decision_log
         if log is not None and log.sampled():  # references only: encoded off the hot path
+            engine = self.engine  # what it decided with (no await since: the same objects)
             log.submit(
                 PendingDecision(
                     decision_id, now, request, answers, library, locale, profile, store_ok,
-                    state, slots, self.engine.board,
+                    state, slots, engine.board, bandits=engine.bandits,
+                    model=engine.model_version,
                 )
             )  # fmt: skip
         return orjson.dumps(

@@ -165,7 +165,9 @@ async def start_assembly(
         sink=ports.sink,
         event_streams=ports.event_streams,
     )
-    decision_log = DecisionLog.build(redis, keys, settings, ports.holder)
+    decision_log = DecisionLog.build(
+        redis, keys, settings, ports.holder, models=decisions.models, bandits=decisions.bandits
+    )
     service = AssemblyService(
         ports.holder,
         decisions.reader,

@@ -10,6 +10,9 @@ and keeps what replay needs:
 - `state`: the decision-state fields this page's decisions could read, with the values they
   had (sticky arms, cap counts, session marks; unflushed writes of this replica included);
 - `switches`: admin kill switches in force; `at`: the decision clock;
+- `learning`: the ranking model's version in force (`model`), and for each bandit experiment
+  on the page's slots the weights in force (`bandits`: version, arms, weights, and a
+  contextual policy's parameter version), so that replay decides with them, not with today's;
 - `slots`: the outcome per slot (variant, source, reason, experiment), in the order shown.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 import orjson
 
 from assembly.decisions.state import DecisionState, Periods, count_field
+from assembly.experiments.allocation import Allocations
 from assembly.experiments.assignment import rollout_test
 from assembly.killswitch import SwitchBoard
 from assembly.ports import Profile
@@ -48,6 +52,8 @@ class PendingDecision:
     slots: Sequence[Slot] = ()
     board: SwitchBoard | None = None
     fallback: str | None = None  # the cause, when the fallback library answered
+    bandits: Allocations | None = None  # the bandit weights in force
+    model: int | None = None  # the ranking model's version in force
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +110,29 @@ def to_record(
         "profile": pending.profile,
         "state": state_facts(state, slots, pending.now) if state is not None else {},
         "switches": cache.switches(pending.board) if pending.board else [],
+        "learning": {"model": pending.model, "bandits": _bandits(pending.bandits, slots)},
         "slots": [_outcome(answer) for answer in pending.answers],
     }
+
+
+def _bandits(allocations: Allocations | None, slots: Sequence[SlotRead]) -> dict[str, Any]:
+    """The weights in force for the bandit experiments these slots run (A/B tests have none)."""
+    found: dict[str, Any] = {}
+    if allocations is None or not allocations.by_key:
+        return found
+    for read in slots:
+        for key in read.slot.arms:
+            allocation = allocations.by_key.get(key)
+            if allocation is None or key in found:
+                continue
+            policy = allocations.policies.get(key)
+            found[key] = {
+                "version": allocation.version,
+                "arms": allocation.labels,
+                "weights": allocation.weights,
+                "policy": policy.version if policy is not None else None,
+            }
+    return found
 
 
 def _outcome(answer: Mapping[str, Any]) -> dict[str, Any]:

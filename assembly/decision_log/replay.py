@@ -1,7 +1,8 @@
 """Replay: decide a logged page view again, from its recorded inputs, on a given library.
 
-Nothing is written (the engine has no writer). The admin switches, the clock, the profile and
-the decision-state fields are the recorded ones; the settings are this replica's.
+Nothing is written (the engine has no writer). The admin switches, the clock, the profile,
+the decision-state fields, the ranking model's version and the bandit weights are the recorded
+ones (`learned.py`); the settings are this replica's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from assembly.config import DecisionSettings
+from assembly.decision_log.learned import Learned
 from assembly.decision_log.record import LibraryTag, profile_of, state_of
 from assembly.decisions.engine import DecisionEngine
 from assembly.decisions.outcome import Decision
@@ -29,12 +31,14 @@ def replay_on(
     tag: LibraryTag,
     kept: bool,
     settings: DecisionSettings,
+    learned: Learned,
 ) -> dict[str, Any]:
     request = AssembleRequest.model_validate(record["request"])
     template, slots, gone = _select(library, request)
     now = datetime.fromisoformat(record["at"])
     visitor = build_visitor(request, profile_of(record["profile"]), now.timestamp())
-    engine = DecisionEngine(settings, switches=FixedBoard(_board(record["switches"])))
+    board = FixedBoard(_board(record["switches"]))
+    engine = DecisionEngine(settings, switches=board, models=learned, allocations=learned)
     placed = engine.decide_page(library, template, slots, visitor, state_of(record), now).placed
     replayed = {slot.key: _outcome(slot, d) for slot, d in placed}
     rows = [_compare(r, replayed.get(r["slot"])) for r in record["slots"]]
@@ -43,6 +47,7 @@ def replay_on(
         "decisionId": record["id"],
         "same": all(r["same"] for r in rows) and recorded_order == list(replayed),
         "content": _content(record["content"], tag, kept),
+        "learning": learned.to_json(record.get("learning")),
         "gone": gone,
         "order": {"recorded": recorded_order, "replayed": list(replayed)},
         "slots": rows,

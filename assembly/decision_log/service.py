@@ -12,11 +12,14 @@ from assembly.config import DecisionSettings
 from assembly.decision_log.exceptions import DecisionNotFound, DecisionNotReplayable
 from assembly.decision_log.history import LibraryHistory
 from assembly.decision_log.ids import is_decision_id
+from assembly.decision_log.learned import rebuild
 from assembly.decision_log.record import LibraryTag, PendingDecision
 from assembly.decision_log.replay import replay_on
 from assembly.decision_log.store import DecisionLogStore, Limits
 from assembly.decision_log.writer import DecisionLogWriter
 from assembly.exceptions import LibraryNotLoaded
+from assembly.experiments.allocation import EMPTY_ALLOCATIONS, AllocationSource
+from assembly.learning.holder import ModelHolder
 from core.redis import Keys
 from integration.service import LibraryHolder
 
@@ -31,17 +34,28 @@ class DecisionLog:
         history: LibraryHistory,
         holder: LibraryHolder,
         settings: DecisionSettings,
+        *,
+        models: ModelHolder | None = None,
+        bandits: AllocationSource | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
         self.history = history
         self._holder = holder
         self._settings = settings
+        self._models = models
+        self._bandits = bandits
         self.rate = settings.log_sample_rate
 
     @staticmethod
     def build(
-        redis: Redis, keys: Keys, settings: DecisionSettings, holder: LibraryHolder
+        redis: Redis,
+        keys: Keys,
+        settings: DecisionSettings,
+        holder: LibraryHolder,
+        *,
+        models: ModelHolder | None = None,
+        bandits: AllocationSource | None = None,
     ) -> DecisionLog:
         limits = Limits(
             settings.log_max_len, settings.log_max_age_seconds, settings.log_visitor_max
@@ -56,7 +70,7 @@ class DecisionLog:
             batch_size=settings.writer_batch_size,
             flush_seconds=settings.writer_flush_seconds,
         )
-        return DecisionLog(store, writer, history, holder, settings)
+        return DecisionLog(store, writer, history, holder, settings, models=models, bandits=bandits)
 
     # ---------------------------------------------------------------- hot path
 
@@ -108,4 +122,7 @@ class DecisionLog:
             library = self._holder.library
         if library is None:
             raise LibraryNotLoaded("no content library is loaded on this replica yet")
-        return replay_on(record, library, self.history.tag(library), kept, self._settings)
+        live = self._bandits.allocations if self._bandits is not None else EMPTY_ALLOCATIONS
+        learned = await rebuild(record.get("learning"), self._models, live)
+        tag = self.history.tag(library)
+        return replay_on(record, library, tag, kept, self._settings, learned)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from assembly.config import DecisionSettings
 from assembly.decisions.rules import DecisionEnv, decide
@@ -20,10 +21,17 @@ from assembly.decisions.visitor import Visitor
 from assembly.decisions.writes import build_write
 from assembly.experiments.allocation import EMPTY_ALLOCATIONS, Allocations, AllocationSource
 from assembly.killswitch import EMPTY_BOARD, BoardSource, SwitchBoard
-from assembly.learning.compiled import VisitorScores
-from assembly.learning.holder import ModelHolder
+from assembly.learning.compiled import CompiledModel, VisitorScores
 from integration.library import Library
 from integration.model import Slot, Template
+
+
+class ModelSource(Protocol):
+    """Where the engine finds the ranking model in force (`assembly.learning.holder.ModelHolder`;
+    for a replay, the recorded version)."""
+
+    @property
+    def model(self) -> CompiledModel | None: ...
 
 
 @dataclass(slots=True)  # not frozen: built on every page view, frozen costs twice as much
@@ -40,7 +48,7 @@ class DecisionEngine:
         settings: DecisionSettings,
         *,
         switches: BoardSource | None = None,
-        models: ModelHolder | None = None,
+        models: ModelSource | None = None,
         allocations: AllocationSource | None = None,
     ) -> None:
         self.settings = settings
@@ -57,6 +65,12 @@ class DecisionEngine:
     @property
     def board(self) -> SwitchBoard:
         return self.switches.board if self.switches is not None else EMPTY_BOARD
+
+    @property
+    def model_version(self) -> int | None:
+        """The ranking model's version in force (None: the rules decide alone)."""
+        model = self.models.model if self.models is not None else None
+        return model.version if model is not None else None
 
     @property
     def bandits(self) -> Allocations:

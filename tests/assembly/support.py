@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from assembly.config import DecisionSettings
+from assembly.decision_log.service import DecisionLog
 from assembly.wiring import DecisionRuntime
 from tests.support.app import assemble as assemble_answer
 from tests.support.app import by_slot, make_settings, running_app
@@ -54,6 +55,24 @@ async def settle(app: FastAPI, seconds: float = 5.0) -> None:
             return
         await asyncio.sleep(0.005)
     raise AssertionError(f"the writer did not settle in {seconds} s")
+
+
+async def logged(app: FastAPI) -> None:
+    """Wait until the decision log writer has stored every record handed to it."""
+    log: DecisionLog = app.state.services.assembly.decision_log
+    for _ in range(1000):
+        if log.writer.unwritten == 0:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the decision log writer did not settle")
+
+
+async def replayed(client: httpx.AsyncClient, decision_id: str) -> dict[str, Any]:
+    """`POST /admin/decisions/{id}/replay` (status 200 checked)."""
+    response = await client.post(f"/admin/decisions/{decision_id}/replay", headers=ADMIN)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
 
 
 async def assemble(client: httpx.AsyncClient, **body: Any) -> dict[str, dict[str, Any]]:

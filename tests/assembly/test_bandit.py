@@ -52,7 +52,16 @@ from integration.model import Slot
 from integration.normalize import normalize_items
 from integration.store import StoredContent
 from tests.assembly.arms import EXPERIMENT, SLOT, arm_item, experiment_item, slot_item
-from tests.assembly.support import ADMIN, assemble, decision_app, runtime, settle
+from tests.assembly.support import (
+    ADMIN,
+    assemble,
+    decision_app,
+    logged,
+    replayed,
+    runtime,
+    settle,
+)
+from tests.support.app import by_slot
 from tests.support.demo import demo_items, publish
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -503,6 +512,30 @@ class TestOnTheApp:
             == sum(1 for x in first.values() if x == "cta-c") + fresh["cta-c"]
         )
         assert not document["srm"]["mismatch"]
+
+    async def test_replay_assigns_with_the_weights_in_force_when_the_visitor_came(
+        self, redis: Redis, redis_server: RedisServer, keys: Keys
+    ) -> None:
+        allocations = AllocationStore(redis, keys)
+        async with decision_app(redis_server.url, admin=True) as (app, client):
+            await publish(app, *bandit_items())
+            await allocations.put(EXPERIMENT, allocation((0.05, 0.05, 0.9)))
+            assert await runtime(app).bandits.refresh()
+            shown_then = {}
+            for i in range(40):
+                body = {"template": "home", "user": {"id": f"new-{i}"}, "sessionId": "s1"}
+                answer = (await client.post("/v1/assemble", json=body)).json()
+                shown_then[answer["decisionId"]] = by_slot(answer)[SLOT]["experiment"]["variant"]
+            assert Counter(shown_then.values())["cta-c"] >= 30
+            await allocations.put(EXPERIMENT, allocation((0.9, 0.05, 0.05), version=2))
+            assert await runtime(app).bandits.refresh()
+            await logged(app)
+            for decision_id, label in shown_then.items():
+                result = await replayed(client, decision_id)
+                (row,) = [r for r in result["slots"] if r["slot"] == SLOT]
+                assert row["same"], row
+                assert row["replayed"]["experiment"]["variant"] == label
+                assert result["learning"]["bandits"][EXPERIMENT]["version"] == 1
 
     async def test_the_schedule_updates_and_every_replica_loads(
         self, redis: Redis, redis_server: RedisServer, keys: Keys

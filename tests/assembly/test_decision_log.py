@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from assembly.decision_log.ids import decision_ms, is_decision_id
-from assembly.decision_log.service import DecisionLog
 from tests.assembly.faults import pause, private_redis, resume
-from tests.assembly.support import ADMIN, NOW, Client, decision_app, settle
+from tests.assembly.support import ADMIN, NOW, Client, decision_app, logged, settle
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
 
@@ -36,16 +34,6 @@ async def page(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
-
-
-async def logged(app: FastAPI) -> None:
-    """Wait until the decision log writer has stored every record handed to it."""
-    log: DecisionLog = app.state.services.assembly.decision_log
-    for _ in range(1000):
-        if log.writer.unwritten == 0:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError("the decision log writer did not settle")
 
 
 async def record(client: httpx.AsyncClient, decision_id: str) -> dict[str, Any]:

@@ -23,7 +23,16 @@ from assembly.learning.store import ModelStore
 from assembly.ports import Profile
 from assembly.schemas import AssembleRequest
 from core.redis import Keys
-from tests.assembly.support import ADMIN, Client, assemble, decision_app, runtime
+from tests.assembly.support import (
+    ADMIN,
+    Client,
+    assemble,
+    decision_app,
+    logged,
+    replayed,
+    runtime,
+)
+from tests.support.app import by_slot
 from tests.support.demo import publish, with_fields
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import eventually
@@ -357,3 +366,34 @@ async def test_explain_shows_each_candidates_model_score_and_the_threshold(
     assert choice["chose"] is True
     assert conflict["read"]["scores"]["hero-cart"]["model"] == pytest.approx(0.24)
     assert slot["variant"] == "hero-cart" == (await hero(client, CART))["variant"]
+
+
+async def test_replay_decides_with_the_model_version_that_decided(
+    redis: Redis, bridge: Client
+) -> None:
+    app, client = bridge
+    first = await serving_model(redis, app)
+    body = {"template": "home", "user": {"id": "v1"}, "context": CART}
+    answer = (await client.post("/v1/assemble", json=body)).json()
+    assert by_slot(answer)["home.hero"]["variant"] == "hero-cart"
+    swapped = await publish_model(redis, swapped=True)  # now cart abandoners get hero-video
+    await serving(swapped, app)
+    assert (await hero(client, CART))["variant"] == "hero-video"
+    await logged(app)
+
+    result = await replayed(client, answer["decisionId"])
+    assert result["same"], result["slots"]
+    (row,) = [r for r in result["slots"] if r["slot"] == "home.hero"]
+    assert "model" in row["recorded"]["reason"]
+    assert row["replayed"]["reason"] == row["recorded"]["reason"]
+    assert result["learning"]["model"] == {"recorded": first, "replayedWith": first}
+    assert result["learning"]["notes"] == []
+
+    await redis.delete(KEYS.model_artifact(first))  # that version is no longer kept
+    gone = await replayed(client, answer["decisionId"])
+    assert gone["learning"]["model"] == {"recorded": first, "replayedWith": None}
+    (row,) = [r for r in gone["slots"] if r["slot"] == "home.hero"]
+    assert "model" not in row["replayed"]["reason"], "the rules decided alone"
+    assert gone["learning"]["notes"] == [
+        f"ranking model version {first} is no longer kept: replayed without a model"
+    ]
