@@ -29,9 +29,10 @@ async def pages(
 ) -> AsyncIterator[list[Any]]:
     """The entries of each stream in turn (the event stream's shards, or one stream) from
     `since_ms` on, page by page, within the cap and deadline shared by all of them; a stop is
-    reported once, and the streams after it are not read."""
+    reported once, and the streams after it are not read. A `since_ms` before 1970 (a window
+    longer than the clock's age) reads from the start: stream ids are never negative."""
     for stream in streams:
-        cursor = f"{since_ms}-0"
+        cursor = f"{max(0, since_ms)}-0"
         while True:
             count = min(batch, room())
             if count <= 0:

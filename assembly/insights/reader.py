@@ -119,7 +119,7 @@ async def read_recorded(
     """The window's events, from every shard of the event stream (`streams`; default: one
     shard), and the profiles of the visitors they name."""
     end = time.time() if now is None else now
-    start = end - window_seconds
+    start = max(0.0, end - window_seconds)  # a window longer than the clock's age: all of it
     deadline = time.monotonic() + bounds.time_budget_seconds
     collector = _Collector(bounds)
     streams = streams or [keys.events_stream]

@@ -50,7 +50,7 @@ async def train(
     """The summary of the run; the artifact is published unless `request.publish` is false.
     `streams`: the event stream's shards (default: one)."""
     started = time.monotonic()
-    since = (time.time() if now is None else now) - request.window_seconds
+    since = max(0.0, (time.time() if now is None else now) - request.window_seconds)
     bounds = bounds_of(settings)
     recorded = await read_exposures(redis, keys, since=since, bounds=bounds, progress=progress)
     goals = await read_goals(

@@ -91,3 +91,31 @@ async def test_the_event_cap_is_shared_by_the_shards_and_reported_once(
     )
     assert recorded.events_read == 25
     assert recorded.truncated == ["max_events"]
+
+
+async def test_a_window_longer_than_the_clocks_age_reads_everything(
+    redis: Redis, keys: Keys
+) -> None:
+    """`--window 99999d` starts before 1970: read from the stream's start, not a Redis error."""
+    now = time.time()
+    await plant(redis, keys, now, visitors=5)
+    streams = shard_streams(keys, SHARDS)
+    recorded = await read_recorded(
+        redis,
+        keys,
+        window_seconds=99_999 * 86400,
+        bounds=InsightsBounds(),
+        now=now,
+        streams=streams,
+    )
+    assert (recorded.events_read, recorded.window_start) == (5, 0.0)
+    goals = await read_goals(
+        redis,
+        keys,
+        goals=[GOAL],
+        since=-1e12,
+        bounds=Bounds(),
+        recorded=Recorded([]),
+        streams=streams,
+    )
+    assert len(goals[GOAL]) == 5
