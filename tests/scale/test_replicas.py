@@ -119,7 +119,7 @@ async def on_every_replica(
 
 
 async def test_a_webhook_through_the_balancer_is_visible_on_every_replica(
-    replicas: Fleet, balanced: httpx.AsyncClient
+    store: Store, replicas: Fleet, balanced: httpx.AsyncClient
 ) -> None:
     for revision, headline in enumerate(("Seen by all three", "And again", "Once more"), 40):
         before = sum(replicas.connections())
@@ -129,6 +129,14 @@ async def test_a_webhook_through_the_balancer_is_visible_on_every_replica(
         assert sum(replicas.connections()) == before + 1, "the webhook went through the proxy"
         slots = await on_every_replica(balanced, replicas, partial(shows, headline))
         assert [s["variant"] for s in slots] == ["hero-cart"] * 3
+    redis = store.client()
+    try:
+        stored = int(await redis.get(Keys(PREFIX, cluster=store.cluster).version) or 0)
+    finally:
+        await redis.aclose()
+    for url in replicas.urls:  # every replica serves the store's content version
+        ready = (await balanced.get(f"{url}/readyz")).json()
+        assert ready["library"]["version"] == stored
 
 
 def shows(headline: str, slot: dict[str, Any]) -> bool:
