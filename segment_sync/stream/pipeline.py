@@ -10,10 +10,11 @@ processed entries older than `SEGMENT_STREAM_MAX_AGE_SECONDS` (consumer.py).
 
 Shards: with `SEGMENT_STREAM_SHARDS` = N > 1 the stream is N streams (`Keys.events_shard`), each
 with its own consumer group, and a message goes to the shard of its visitor (`shard_of`: the
-anonymousId, else the userId), so one visitor's messages keep their order and, on a Redis
-Cluster, ingest spreads over the masters. With `SEGMENT_INGEST_WAIT_REPLICAS` = R > 0 the
-appends are followed by `WAIT R` on the same connection (so on each shard's master): the caller
-answers only once R replicas hold them, or fails with 503 (docs/operations.md).
+anonymousId, else the userId, noted when the message is encoded: `outgoing`), so one visitor's
+messages keep their order and, on a Redis Cluster, ingest spreads over the masters. With
+`SEGMENT_INGEST_WAIT_REPLICAS` = R > 0 the appends are followed by `WAIT R` on the same
+connection (so on each shard's master): the caller answers only once R replicas hold them, or
+fails with 503 (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import functools
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -62,36 +63,46 @@ def streams(keys: Keys, shards: int) -> tuple[str, ...]:
     return tuple(keys.events_shard(shard, shards) for shard in range(shards))
 
 
-def shard_of(message: Mapping[str, Any], shards: int) -> int:
-    """The shard of a message: by its anonymousId, else its userId (CRC-32, stable)."""
-    if shards == 1:
-        return 0
+class Outgoing(NamedTuple):
+    """A normalized message, encoded, with the key that picks its shard (`shard_of`)."""
+
+    payload: bytes
+    visitor: str
+
+
+def outgoing(message: dict[str, Any]) -> Outgoing:
+    """Encode a normalized message and note its visitor: the anonymousId, else the userId (else
+    its messageId), so that the append never decodes the payload again to pick a shard."""
     visitor = message.get("anonymousId") or message.get("userId") or message.get("messageId")
-    return zlib.crc32(str(visitor or "").encode()) % shards
+    return Outgoing(encode(message), str(visitor or ""))
+
+
+def shard_of(visitor: str, shards: int) -> int:
+    """The shard of a visitor's messages (CRC-32, stable)."""
+    return zlib.crc32(visitor.encode()) % shards if shards > 1 else 0
 
 
 async def append(
     redis: Redis,
     keys: Keys,
-    payloads: Sequence[bytes],
+    messages: Sequence[Outgoing],
     source: str,
     *,
     max_len: int | None = None,
     ingest: Ingest = ONE_STREAM,
 ) -> list[str]:
-    """XADD each payload (already normalized and encoded) to its shard in one write per
-    master, then `WAIT` when asked; the stream ids."""
-    if not payloads:
+    """XADD each message (already normalized and encoded: `outgoing`) to its shard in one
+    write per master, then `WAIT` when asked; the stream ids."""
+    if not messages:
         return []
-    names = streams(keys, ingest.shards)
+    shards = ingest.shards
+    names = streams(keys, shards)
     origin = source.encode()
     cap = ("MAXLEN", "~", max_len) if max_len is not None else ()
-    commands: list[Sequence[Any]] = []
-    for payload in payloads:
-        shard = shard_of(orjson.loads(payload), ingest.shards) if ingest.shards > 1 else 0
-        commands.append(
-            ("XADD", names[shard], *cap, "*", MESSAGE_FIELD, payload, SOURCE_FIELD, origin)
-        )
+    commands: list[Sequence[Any]] = [
+        ("XADD", names[shard_of(key, shards)], *cap, "*", MESSAGE_FIELD, body, SOURCE_FIELD, origin)
+        for body, key in messages
+    ]
     if ingest.wait_replicas:
         commands.append(("WAIT", ingest.wait_replicas, ingest.wait_ms))
     async with session(redis) as tx:
@@ -100,13 +111,13 @@ async def append(
     if error is not None:
         raise error
     if ingest.wait_replicas and int(replies[-1]) < ingest.wait_replicas:
-        metrics.EVENTS_NOT_REPLICATED.inc(len(payloads))
+        metrics.EVENTS_NOT_REPLICATED.inc(len(messages))
         raise EventStoreUnavailable(
             f"the events reached {int(replies[-1])} of {ingest.wait_replicas} replicas in "
             f"{ingest.wait_ms} ms; retry (messageIds make a retry safe)"
         )
-    metrics.EVENTS_ACCEPTED.labels(source=source).inc(len(payloads))
-    return [_text(i) for i in replies[: len(payloads)]]
+    metrics.EVENTS_ACCEPTED.labels(source=source).inc(len(messages))
+    return [_text(i) for i in replies[: len(messages)]]
 
 
 def _text(value: Any) -> str:
@@ -131,15 +142,15 @@ async def enqueue(
     Returns the stream ids, in order. Redis errors propagate (the caller answers 503).
     """
     received = received_now(time.time())
-    payloads, rejected = [], []
+    messages, rejected = [], []
     for index, event in enumerate(events):
         try:
-            payloads.append(encode(normalize(event, received, types=PIPELINE_TYPES)))
+            messages.append(outgoing(normalize(event, received, types=PIPELINE_TYPES)))
         except Invalid as exc:
             rejected.append(Rejection(index, message_id_of(event), str(exc)).as_json())
     if rejected:
         raise MessagesRejected(f"{len(rejected)} of {len(events)} event(s) invalid", rejected)
-    return await append(redis, keys, payloads, source, max_len=max_len, ingest=ingest)
+    return await append(redis, keys, messages, source, max_len=max_len, ingest=ingest)
 
 
 async def ensure_group(redis: Redis, keys: Keys, group: str, *, shards: int = 1) -> None:

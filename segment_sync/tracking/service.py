@@ -42,7 +42,7 @@ from segment_sync.exceptions import (
     WriteKeyInvalid,
 )
 from segment_sync.stream.consumer import EventConsumer, Hook
-from segment_sync.stream.pipeline import TRACKING, TRACKING_SERVER, append
+from segment_sync.stream.pipeline import TRACKING, TRACKING_SERVER, Outgoing, append, outgoing
 from segment_sync.tracking.schemas import (
     MAX_BATCH_BYTES,
     MAX_BATCH_MESSAGES,
@@ -50,7 +50,6 @@ from segment_sync.tracking.schemas import (
     MessageTooLarge,
     Received,
     Rejection,
-    encode,
     message_id_of,
     normalize,
     received_now,
@@ -154,22 +153,22 @@ def _among(given: bytes, keys: Sequence[bytes]) -> bool:
     return matched
 
 
-def _single(document: dict[str, Any], now: float, kind: str) -> bytes:
+def _single(document: dict[str, Any], now: float, kind: str) -> Outgoing:
     try:
         received = received_now(now, sent_at=document.get("sentAt"))
-        return encode(normalize(document, received, kind))
+        return outgoing(normalize(document, received, kind))
     except MessageTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from None
     except Invalid as exc:
         raise InvalidMessage(str(exc)) from None
 
 
-def _checked(items: Sequence[Any], received: Received) -> tuple[list[bytes], list[Rejection]]:
-    payloads: list[bytes] = []
+def _checked(items: Sequence[Any], received: Received) -> tuple[list[Outgoing], list[Rejection]]:
+    payloads: list[Outgoing] = []
     rejected: list[Rejection] = []
     for index, raw in enumerate(items):
         try:
-            payloads.append(encode(normalize(raw, received)))
+            payloads.append(outgoing(normalize(raw, received)))
         except Invalid as exc:
             rejected.append(Rejection(index, message_id_of(raw), str(exc)))
     return payloads, rejected

@@ -4,6 +4,7 @@ contextual bandit's fits read goal events from every shard, not the first alone.
 from __future__ import annotations
 
 import time
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,3 +120,19 @@ async def test_a_window_longer_than_the_clocks_age_reads_everything(
         streams=streams,
     )
     assert len(goals[GOAL]) == 5
+
+
+async def test_one_visitors_messages_share_a_shard_picked_by_anonymous_id_then_user_id(
+    redis: Redis, keys: Keys
+) -> None:
+    now = time.time()
+    events: list[dict[str, Any]] = [
+        {"type": "track", "event": "Clicked", "anonymousId": "anon-7", "userId": f"u{i}"}
+        for i in range(12)
+    ] + [{"type": "identify", "userId": "only-user", "timestamp": _iso(now)} for _ in range(4)]
+    await enqueue(redis, keys, events, TRACKING, ingest=Ingest(shards=SHARDS))
+    lengths = [await redis.xlen(stream) for stream in shard_streams(keys, SHARDS)]
+    expected = [0] * SHARDS
+    expected[zlib.crc32(b"anon-7") % SHARDS] += 12
+    expected[zlib.crc32(b"only-user") % SHARDS] += 4
+    assert lengths == expected
