@@ -46,7 +46,7 @@ from core.logging import configure_from_environment, configure_logging
 from core.openapi import error_contract
 from core.ops import Readiness
 from core.ops import router as ops_router
-from core.redis import Keys, connect, keys_for
+from core.redis import Keys, connect, keys_for, writes_client
 from core.responses import OrjsonResponse
 from core.settings import ServiceSettings, StoreSettings, deferred
 from core.tasks import BackgroundTasks
@@ -194,6 +194,9 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
     reverse: webhooks, segment_sync, then Redis."""
     redis, embedded = connect(settings.store)
     stack.push_async_callback(redis.aclose)
+    writes = writes_client(settings.store, redis)
+    if writes is not redis:
+        stack.push_async_callback(writes.aclose)
     tasks = BackgroundTasks()
     keys = keys_for(settings.store)
     identity = source_identity(settings.contentful)
@@ -246,6 +249,7 @@ async def start_services(settings: AppSettings, stack: AsyncExitStack) -> AppSer
         ),
         fallback=fallback,
         snapshot=snapshot,
+        writes=writes,
         drafts=preview_source(settings.contentful),
         on_miss=webhooks.on_miss,
     )

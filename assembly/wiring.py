@@ -63,11 +63,12 @@ class DecisionRuntime:
         profiles: PipelinedProfiles,
         sink: EventSink,
         event_streams: tuple[str, ...] = (),
+        writes: Redis | None = None,
     ) -> DecisionRuntime:
         pending = PendingWrites()
         switches = KillSwitchStore(redis, keys)
         watcher = SwitchWatcher(switches, settings.kill_switch_poll_seconds)
-        writer = DecisionWriter(redis, keys, settings, pending, sink)
+        writer = DecisionWriter(writes or redis, keys, settings, pending, sink)
         models = ModelHolder(ModelStore(redis, keys), settings.model_poll_seconds)
         serving = models if settings.model_enabled else None
         store = AllocationStore(redis, keys, settings.bandit_history)
@@ -126,6 +127,9 @@ class AssemblyPorts:
     """Told of a known user without a stored profile (the Profile API pull)."""
     event_streams: tuple[str, ...] = ()
     """Every shard of the event stream (empty: the one stream)."""
+    writes: Redis | None = None
+    """The client for writes that must not run twice (`core.redis.writes_client`; None: the
+    shared one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +168,15 @@ async def start_assembly(
         ports.profiles,
         sink=ports.sink,
         event_streams=ports.event_streams,
+        writes=ports.writes,
     )
     decision_log = DecisionLog.build(
-        redis, keys, settings, ports.holder, models=decisions.models, bandits=decisions.bandits
+        ports.writes or redis,
+        keys,
+        settings,
+        ports.holder,
+        models=decisions.models,
+        bandits=decisions.bandits,
     )
     service = AssemblyService(
         ports.holder,

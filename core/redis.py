@@ -17,6 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as _SLOTS
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.cluster import Cluster
@@ -335,16 +336,34 @@ def connect(settings: StoreSettings) -> tuple[Redis, bool]:
         client = cluster_client(settings.url, settings)
         log.info("store.redis_cluster", url=_redact(settings.url))
         return client, False
-    client = Redis.from_url(
-        settings.url,
+    client = _node_client(settings.url, settings, (RedisConnectionError, RedisTimeoutError))
+    log.info("store.redis", url=_redact(settings.url))
+    return client, False
+
+
+def writes_client(settings: StoreSettings, redis: Redis) -> Redis:
+    """The client for writes that must not run twice (the decision writer's counts, the
+    decision log's records). A command that timed out on a stalled server still runs when the
+    server wakes, so a retry after a timeout would run it again: this client retries only a
+    connection that failed (a restart), never a timeout; the write fails and is counted.
+    The embedded store and a cluster (whose client's retries also follow failovers) use `redis`.
+    """
+    if settings.url is None or settings.cluster:
+        return redis
+    return _node_client(settings.url, settings, (RedisConnectionError,))
+
+
+def _node_client(
+    url: str, settings: StoreSettings, retry_on: tuple[type[RedisError], ...]
+) -> Redis:
+    return Redis.from_url(
+        url,
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.connect_timeout,
         max_connections=settings.max_connections,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), retries=2, supported_errors=retry_on),
+        retry_on_error=list(retry_on),
     )
-    log.info("store.redis", url=_redact(settings.url))
-    return client, False
 
 
 def cluster_client(
