@@ -160,6 +160,7 @@ async def start_assembly(
     link_depth: int,
 ) -> AssemblyServices:
     """Build the services, then run their tasks in `tasks` until `stack` closes."""
+    writes = ports.writes or redis
     decisions = DecisionRuntime.build(
         redis,
         keys,
@@ -168,10 +169,10 @@ async def start_assembly(
         ports.profiles,
         sink=ports.sink,
         event_streams=ports.event_streams,
-        writes=ports.writes,
+        writes=writes,
     )
     decision_log = DecisionLog.build(
-        ports.writes or redis,
+        writes,
         keys,
         settings,
         ports.holder,
